@@ -1,0 +1,1 @@
+"""The `ioc` command: local services, components, the demo."""

@@ -1,0 +1,64 @@
+"""The `ioc` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import typer
+from rich.console import Console
+
+from events.errors import IocError
+from ioc import services
+from ioc.commands import services as services_cmd
+from ioc.components import demo_components, wall_display_url
+from ioc.settings import ServiceSettings
+from ioc.supervisor import Supervisor
+
+app = typer.Typer(
+    help="Smart-city IOC backend: local services, components and the demo.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(services_cmd.app, name="services")
+console = Console(stderr=True)
+
+
+@app.command()
+def up(
+    keep_services: bool = typer.Option(
+        False, help="leave the services running after Ctrl-C (default: stop those we started)"
+    ),
+) -> None:
+    """Run the whole demo: services, then every component, until Ctrl-C."""
+    settings = ServiceSettings()
+    with console.status("starting services…") as spinner:
+        started = services.up(settings, log=lambda msg: spinner.update(msg))
+    services_cmd.show_status(settings)
+    components = demo_components(settings)
+    url = wall_display_url(settings)
+    if url:
+        console.print(f"[bold green]wall display: {url}[/]")
+    console.print(
+        f"running {len(components)} component(s): "
+        f"{', '.join(c.name for c in components) or 'none yet'} — Ctrl-C stops"
+    )
+    try:
+        asyncio.run(Supervisor(components, console).run())
+    finally:
+        if started and not keep_services:
+            stopped = services.down(settings, tuple(started))
+            console.print(f"stopped services: {', '.join(stopped)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except IocError as exc:
+        # Our errors are meant for the operator: one line (plus a log tail), no traceback.
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

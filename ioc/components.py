@@ -1,0 +1,34 @@
+"""The components `ioc up` runs, in start order.
+
+Each component issue adds its long-running processes here; they all get the service
+addresses through their environment, never through globals.
+"""
+
+from __future__ import annotations
+
+from ioc.settings import ServiceSettings
+from ioc.supervisor import Component
+
+
+def component_env(settings: ServiceSettings) -> dict[str, str]:
+    """The addresses every component needs, as its own settings' environment variables."""
+    return {
+        "IOC_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "IOC_DATABASE_URL": settings.effective_database_url,
+        "IOC_MQTT_HOST": settings.host,
+        "IOC_MQTT_PORT": str(settings.mqtt_port),
+    }
+
+
+def demo_components(settings: ServiceSettings) -> list[Component]:
+    env = component_env(settings)
+    components: list[Component] = []
+    # Later issues append their processes here (simulators, stream workers, sinks,
+    # the push server) with `python_module(...)` argv and `env`.
+    del env
+    return components
+
+
+def wall_display_url(settings: ServiceSettings) -> str | None:
+    """The wall display's address once a component serves it."""
+    return None

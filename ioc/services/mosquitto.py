@@ -1,0 +1,113 @@
+"""Mosquitto, the MQTT broker of the MQTT ingest path (Debian package)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from events.errors import ConfigurationError, ServiceError
+from ioc.services.process import ManagedProcess, ensure_port_free, port_open, wait_until
+from ioc.services.status import ServiceStatus
+from ioc.settings import ServiceSettings
+
+NAME = "mosquitto"
+
+
+def _process(settings: ServiceSettings) -> ManagedProcess:
+    return ManagedProcess(NAME, settings.state_dir)
+
+
+def mosquitto_binary() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    if shutil.which("apt-get") is None or _not_root():
+        raise ConfigurationError(
+            "mosquitto is not installed; install it (`sudo apt-get install mosquitto`) "
+            "or point the MQTT ingest at another broker"
+        )
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "mosquitto"]):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ServiceError(f"mosquitto: `{' '.join(argv)}` failed: {proc.stderr[-500:]}")
+    return "/usr/sbin/mosquitto"
+
+
+def _not_root() -> bool:
+    import os
+
+    return os.geteuid() != 0
+
+
+def version() -> str:
+    try:
+        out = subprocess.run(
+            [mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired, ConfigurationError, ServiceError):
+        return ""
+    first = out.splitlines()[0] if out else ""
+    return first.split("version")[-1].strip() if "version" in first else first
+
+
+def up(settings: ServiceSettings) -> bool:
+    proc = _process(settings)
+    if proc.pid() is not None:
+        return False
+    binary = mosquitto_binary()
+    ensure_port_free("mosquitto", settings.host, settings.mqtt_port, "IOC_MQTT_PORT")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    conf = settings.state_dir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {settings.mqtt_port} {settings.host}\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "log_dest stdout\n"
+    )
+    proc.start([binary, "-c", str(conf)])
+    wait_until(
+        lambda: port_open(settings.host, settings.mqtt_port),
+        timeout=15,
+        what=f"listening on {settings.host}:{settings.mqtt_port}",
+        proc=proc,
+    )
+    return True
+
+
+def down(settings: ServiceSettings) -> bool:
+    return _process(settings).stop()
+
+
+def mqtt_ping(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """Connect with a real MQTT client; None if healthy, else the reason."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"ioc-health-{uuid.uuid4().hex[:8]}"
+    )
+    try:
+        rc = client.connect(host, port, keepalive=5)
+        if rc != 0:
+            return f"connect returned {rc}"
+        client.loop(timeout=timeout)
+        return None if client.is_connected() else "no CONNACK"
+    except OSError as exc:
+        return str(exc)
+    finally:
+        client.disconnect()
+
+
+def status(settings: ServiceSettings) -> ServiceStatus:
+    address = f"{settings.host}:{settings.mqtt_port}"
+    owner = "ours" if _process(settings).pid() is not None else ""
+    if not port_open(settings.host, settings.mqtt_port):
+        return ServiceStatus("mosquitto", address, False, detail="not running", owner=owner)
+    problem = mqtt_ping(settings.host, settings.mqtt_port)
+    if problem:
+        return ServiceStatus("mosquitto", address, False, detail=problem, owner=owner)
+    return ServiceStatus(
+        "mosquitto", address, True, version=f"mosquitto {version()}", owner=owner or "external"
+    )

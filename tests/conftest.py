@@ -1,0 +1,66 @@
+"""Session-scoped real services, started with the same code as `ioc services up`.
+
+A test asks only for what it uses (``bootstrap_servers``, ``database_url``,
+``mqtt_address``), so pure-logic tests start nothing. Services that are already running
+(ours, from `ioc services up`) are reused; those started here are stopped at the end.
+Each test session gets its own database, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ioc import services
+from ioc.services import timescale
+from ioc.settings import ServiceSettings
+
+
+@pytest.fixture(scope="session")
+def service_settings() -> ServiceSettings:
+    return ServiceSettings()
+
+
+def _ensure(settings: ServiceSettings, name: str) -> Iterator[None]:
+    started = services.up(settings, (name,))
+    yield
+    if started and not os.environ.get("IOC_TEST_KEEP_SERVICES"):
+        services.down(settings, tuple(started))
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(service_settings: ServiceSettings) -> Iterator[str]:
+    """Address of the real Kafka-compatible broker, with the contract topics created."""
+    yield from (service_settings.bootstrap_servers for _ in _ensure(service_settings, "broker"))
+
+
+@pytest.fixture(scope="session")
+def timescaledb(service_settings: ServiceSettings) -> Iterator[ServiceSettings]:
+    yield from (service_settings for _ in _ensure(service_settings, "timescaledb"))
+
+
+@pytest.fixture(scope="session")
+def database_url(timescaledb: ServiceSettings) -> Iterator[str]:
+    """A fresh database (timescaledb extension created) for this test session."""
+    settings = timescaledb
+    name = f"ioc_test_{uuid.uuid4().hex[:10]}"
+    if settings.uses_external_database:
+        base = settings.effective_database_url.rsplit("/", 1)[0]
+        admin = f"{base}/postgres"
+    else:
+        admin = f"postgresql://postgres@{settings.host}:{settings.db_port}/postgres"
+        base = admin.rsplit("/", 1)[0]
+    timescale.ensure_database(admin, name)
+    yield f"{base}/{name}"
+    timescale.drop_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def mqtt_address(service_settings: ServiceSettings) -> Iterator[tuple[str, int]]:
+    yield from (
+        (service_settings.host, service_settings.mqtt_port)
+        for _ in _ensure(service_settings, "mosquitto")
+    )

@@ -1,0 +1,210 @@
+"""The real local services: broker, TimescaleDB, Mosquitto, and their management."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from paho.mqtt.enums import CallbackAPIVersion
+
+from events.errors import ConfigurationError, PortInUseError
+from events.topics import CONTRACT_TOPICS
+from ioc import services
+from ioc.services import broker, timescale
+from ioc.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_produce_and_consume_through_the_real_broker(bootstrap_servers: str) -> None:
+    topic = f"test.roundtrip.{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for i in range(100):
+            await producer.send(topic, key=f"k{i % 7}".encode(), value=f"v{i}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+    )
+    await consumer.start()
+    seen: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(seen) < 100 and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                seen.extend(r.value for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+    assert sorted(seen) == sorted(f"v{i}".encode() for i in range(100))
+
+
+def test_contract_topics_exist_with_their_partitions(bootstrap_servers: str) -> None:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+    try:
+        for spec in CONTRACT_TOPICS:
+            parts = consumer.partitions_for_topic(spec.name)
+            assert parts is not None, spec.name
+            assert len(parts) == spec.partitions, spec.name
+    finally:
+        consumer.close()
+
+
+def test_timescaledb_creates_a_hypertable(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ext = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+        assert ext is not None and ext[0].count(".") >= 1
+        loaded = conn.execute("SHOW shared_preload_libraries").fetchone()
+        assert loaded is not None and "timescaledb" in loaded[0]
+        conn.execute("CREATE TABLE probe (time timestamptz NOT NULL, value double precision)")
+        conn.execute("SELECT create_hypertable('probe', 'time')")
+        conn.execute(
+            "INSERT INTO probe SELECT t, 1.0 FROM generate_series("
+            "now() - interval '30 days', now(), interval '1 hour') AS t"
+        )
+        row = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'probe'"
+        ).fetchone()
+        assert row is not None and row[0] >= 4  # 7-day chunks over 30 days
+
+
+def test_mosquitto_delivers_a_message(mqtt_address: tuple[str, int]) -> None:
+    host, port = mqtt_address
+    got = threading.Event()
+    received: list[bytes] = []
+    topic = f"ioc/test/{uuid.uuid4().hex[:8]}"
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        received.append(msg.payload)
+        got.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    sub.on_message = on_message
+    sub.connect(host, port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    try:
+        time.sleep(0.3)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+        pub.connect(host, port)
+        pub.loop_start()
+        pub.publish(topic, b"hello", qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        pub.disconnect()
+        assert got.wait(5)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert received == [b"hello"]
+
+
+def test_up_again_is_fast_and_status_is_healthy(
+    service_settings: ServiceSettings,
+    bootstrap_servers: str,
+    database_url: str,
+    mqtt_address: tuple[str, int],
+) -> None:
+    begin = time.monotonic()
+    assert services.up(service_settings) == []  # everything already runs: nothing started
+    assert time.monotonic() - begin < 10
+    statuses = {s.name: s for s in services.status(service_settings)}
+    assert set(statuses) == {"broker", "timescaledb", "mosquitto"}
+    assert all(s.healthy for s in statuses.values()), statuses
+    assert "timescaledb 2." in statuses["timescaledb"].version
+    assert statuses["mosquitto"].version.startswith("mosquitto 2.")
+
+
+def test_a_port_held_by_someone_else_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        settings = ServiceSettings(broker_port=port, state_dir=tmp_path)
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port}.*IOC_BROKER_PORT"):
+            broker.up(settings)
+        # down must not touch a process it did not start
+        assert services.down(settings, ("broker",)) == []
+
+
+def test_down_stops_exactly_what_up_started(tmp_path: Path) -> None:
+    settings = ServiceSettings(broker_port=_free_port(), state_dir=tmp_path)
+    assert broker.up(settings) is True
+    pid = int((tmp_path / "broker.pid").read_text().split()[0])
+    assert broker.up(settings) is False  # reused, not started twice
+    assert services.down(settings, ("broker",)) == ["broker"]
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert not broker.status(settings).healthy
+
+
+def _ioc(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ioc", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+def test_unreachable_database_url_is_a_one_line_error(tmp_path: Path) -> None:
+    url = f"postgresql://ioc:secret@127.0.0.1:{_free_port()}/ioc"
+    proc = _ioc(
+        "services",
+        "up",
+        "timescaledb",
+        env={"IOC_DATABASE_URL": url, "IOC_STATE_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, proc.stderr
+    assert "IOC_DATABASE_URL" in error_lines[0] and "unreachable" in error_lines[0]
+    assert "secret" not in proc.stderr  # credentials are never printed
+
+
+def test_provisioning_without_root_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigurationError, match=r"needs root.*IOC_DATABASE_URL.*docker compose"):
+        timescale.check_can_provision()
+
+
+def test_port_in_use_via_the_cli_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        proc = _ioc(
+            "services",
+            "up",
+            "broker",
+            env={"IOC_BROKER_PORT": str(port), "IOC_STATE_DIR": str(tmp_path)},
+        )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"port 127.0.0.1:{port} is in use" in proc.stderr

@@ -129,8 +129,21 @@ def _mount_proc(root: Path) -> None:
         _run(["mount", "-t", "proc", "proc", str(root / "proc")], "mounting /proc in the root fs")
 
 
+def _rootfs_in_use(root: Path) -> bool:
+    """True if any process runs chrooted in ``root`` (another cluster on another port)."""
+    target = str(root.resolve())
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "root") == target:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def _unmount_proc(root: Path) -> None:
-    if (root / "proc").exists() and _mounted(root / "proc"):
+    if (root / "proc").exists() and _mounted(root / "proc") and not _rootfs_in_use(root):
         subprocess.run(["umount", "-l", str(root / "proc")], check=False)
 
 

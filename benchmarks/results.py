@@ -1,0 +1,52 @@
+"""Writes a benchmark's results into docs/benchmarks.md.
+
+The file has one section per benchmark (between ``<!-- bench:NAME -->`` markers) and ends
+with a block of ``name: value`` lines, one figure per line. A benchmark rewrites only its
+own section and its own figures, so benchmarks can run in any order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+_HEADER = (
+    "# Benchmarks\n\n"
+    "Measured on the project's reference machine class (2 cores, 24 GiB, Debian 12), "
+    "broker and database on the same machine. Each section names the exact command that "
+    "produced it; the block at the end holds one figure per line and is rewritten by the "
+    "benchmark that measures each figure.\n"
+)
+_FIGURES_START = "<!-- figures -->"
+_FIGURE_LINE = re.compile(r"^([a-z0-9_]+): (.+)$")
+
+
+def record(name: str, command: str, body: str, figures: Mapping[str, float | int]) -> None:
+    """Replace section ``name`` and update ``figures`` in docs/benchmarks.md."""
+    text = DOC.read_text() if DOC.exists() else _HEADER
+    head, _, tail = text.partition(_FIGURES_START)
+    existing: dict[str, str] = {}
+    for line in tail.splitlines():
+        m = _FIGURE_LINE.match(line.strip())
+        if m:
+            existing[m.group(1)] = m.group(2)
+    for key, value in figures.items():
+        if not _FIGURE_LINE.match(f"{key}: x"):
+            raise ValueError(f"figure names are lower_snake_case: {key!r}")
+        existing[key] = f"{value:.0f}" if isinstance(value, float) and value >= 100 else str(value)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"<!-- bench:{name} -->\n## {name}\n\n"
+        f"Command: `{command}` (run {stamp})\n\n{body.strip()}\n<!-- /bench:{name} -->\n"
+    )
+    pattern = re.compile(
+        rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->\n", re.S
+    )
+    head = head.rstrip() + "\n\n"
+    head = pattern.sub(lambda _m: section, head) if pattern.search(head) else head + section + "\n"
+    figures_block = "\n".join(f"{k}: {v}" for k, v in sorted(existing.items()))
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(f"{head.rstrip()}\n\n{_FIGURES_START}\n{figures_block}\n")

@@ -1,0 +1,254 @@
+"""Records on the output topics: KPI windows, alerts, operator commands, dead letters.
+
+These are public contracts (see docs/architecture.md). Every producer builds them with
+these classes and every consumer reads them with ``from_json``, so field names live in
+one place. Times on the wire are RFC 3339 UTC strings with millisecond precision.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from events.errors import InvalidEventError
+
+AlertState = Literal["raised", "escalated", "acknowledged", "cleared"]
+AlertSeverity = Literal["info", "warning", "critical"]
+CommandName = Literal["ack", "clear", "assign"]
+
+
+def format_time(ts: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: the one time format of our records."""
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEventError("bad_time", f"not an RFC 3339 time: {text!r}") from exc
+    if ts.tzinfo is None:
+        raise InvalidEventError("bad_time", f"time without offset: {text!r}")
+    return ts.astimezone(UTC)
+
+
+def _loads(raw: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError("undecodable", f"{what}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise InvalidEventError("not_an_object", f"{what} must be a JSON object")
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class KpiRecord:
+    """One KPI value of one window and scope (topic ``ioc.kpi``, table ``kpi_windows``)."""
+
+    kpi: str
+    scope: str  # "city", "district:<code>" or "station:<id>"
+    window_start: datetime
+    window_end: datetime
+    value: float | None
+    count: int
+    min: float | None = None
+    max: float | None = None
+    sum: float | None = None
+    final: bool = False
+    revision: int = 0
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def key(self) -> str:
+        """The Kafka key: one key per (kpi, scope, window) so the sink can upsert."""
+        return f"{self.kpi}|{self.scope}|{format_time(self.window_start)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("window_start", "window_end", "computed_at"):
+            d[name] = format_time(d[name])
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KpiRecord:
+        try:
+            return cls(
+                kpi=str(d["kpi"]),
+                scope=str(d["scope"]),
+                window_start=parse_time(d["window_start"]),
+                window_end=parse_time(d["window_end"]),
+                value=None if d.get("value") is None else float(d["value"]),
+                count=int(d["count"]),
+                min=None if d.get("min") is None else float(d["min"]),
+                max=None if d.get("max") is None else float(d["max"]),
+                sum=None if d.get("sum") is None else float(d["sum"]),
+                final=bool(d.get("final", False)),
+                revision=int(d.get("revision", 0)),
+                computed_at=parse_time(d["computed_at"])
+                if d.get("computed_at")
+                else datetime.now(UTC),
+            )
+        except KeyError as exc:
+            raise InvalidEventError("missing_attribute", f"KPI record lacks {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidEventError("bad_attribute", f"KPI record: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> KpiRecord:
+        return cls.from_dict(_loads(raw, "KPI record"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """The state of one alert after a transition (topic ``ioc.alerts``, key alert_id)."""
+
+    alert_id: str
+    rule: str  # rule id from the alert rule catalogue
+    subject: str  # what it is about: a scope ("district:HK") or "station:<id>"
+    state: AlertState
+    severity: AlertSeverity
+    level: int  # 1..3; alarm level for flood rules (BĐ I/II/III), else severity rank
+    title: str  # human text, Vietnamese first (the wall's default language)
+    kpi: str | None
+    value: float | None
+    threshold: float | None
+    raised_at: datetime
+    updated_at: datetime
+    acknowledged_by: str | None = None
+    assignee: str | None = None
+    revision: int = 0  # grows with every transition of this alert
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("raised_at", "updated_at"):
+            d[name] = format_time(d[name])
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertRecord:
+        if d.get("state") not in ("raised", "escalated", "acknowledged", "cleared"):
+            raise InvalidEventError("bad_attribute", f"unknown alert state {d.get('state')!r}")
+        try:
+            return cls(
+                alert_id=str(d["alert_id"]),
+                rule=str(d["rule"]),
+                subject=str(d["subject"]),
+                state=d["state"],
+                severity=d["severity"],
+                level=int(d["level"]),
+                title=str(d["title"]),
+                kpi=d.get("kpi"),
+                value=None if d.get("value") is None else float(d["value"]),
+                threshold=None if d.get("threshold") is None else float(d["threshold"]),
+                raised_at=parse_time(d["raised_at"]),
+                updated_at=parse_time(d["updated_at"]),
+                acknowledged_by=d.get("acknowledged_by"),
+                assignee=d.get("assignee"),
+                revision=int(d.get("revision", 0)),
+            )
+        except KeyError as exc:
+            raise InvalidEventError("missing_attribute", f"alert record lacks {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidEventError("bad_attribute", f"alert record: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> AlertRecord:
+        return cls.from_dict(_loads(raw, "alert record"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCommand:
+    """An operator command (topic ``ioc.alerts.commands``, key alert_id)."""
+
+    command_id: str  # unique; makes re-delivered commands harmless
+    alert_id: str
+    command: CommandName
+    by: str  # operator name from the token
+    at: datetime
+    assignee: str | None = None  # for "assign"
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["at"] = format_time(self.at)
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> AlertCommand:
+        d = _loads(raw, "alert command")
+        try:
+            cmd = cls(
+                command_id=str(d["command_id"]),
+                alert_id=str(d["alert_id"]),
+                command=d["command"],
+                by=str(d["by"]),
+                at=parse_time(d["at"]),
+                assignee=d.get("assignee"),
+                note=d.get("note"),
+            )
+        except KeyError as exc:
+            raise InvalidEventError("missing_attribute", f"alert command lacks {exc}") from exc
+        if cmd.command not in ("ack", "clear", "assign"):
+            raise InvalidEventError("bad_attribute", f"unknown command {cmd.command!r}")
+        if cmd.command == "assign" and not cmd.assignee:
+            raise InvalidEventError("missing_attribute", "assign needs an assignee")
+        return cmd
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record some component could not use (topic ``ioc.deadletter``, original key)."""
+
+    reason: str  # stable code, e.g. "undecodable", "out_of_range", "too_late"
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    value: bytes  # the original bytes; base64 on the wire
+    key: bytes | None = None
+    component: str = ""
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "reason": self.reason,
+                "detail": self.detail,
+                "source_topic": self.source_topic,
+                "source_partition": self.source_partition,
+                "source_offset": self.source_offset,
+                "value_b64": base64.b64encode(self.value).decode(),
+                "key_b64": None if self.key is None else base64.b64encode(self.key).decode(),
+                "component": self.component,
+                "time": format_time(self.time),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> DeadLetter:
+        d = _loads(raw, "dead letter")
+        return cls(
+            reason=d["reason"],
+            detail=d["detail"],
+            source_topic=d["source_topic"],
+            source_partition=int(d["source_partition"]),
+            source_offset=int(d["source_offset"]),
+            value=base64.b64decode(d["value_b64"]),
+            key=None if d.get("key_b64") is None else base64.b64decode(d["key_b64"]),
+            component=d.get("component", ""),
+            time=parse_time(d["time"]),
+        )

@@ -10,6 +10,8 @@ from rich.console import Console
 
 from events.errors import IocError
 from ioc import services
+from ioc.commands import catalogue as catalogue_cmd
+from ioc.commands import ingest as ingest_cmd
 from ioc.commands import services as services_cmd
 from ioc.components import demo_components, wall_display_url
 from ioc.settings import ServiceSettings
@@ -21,6 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(services_cmd.app, name="services")
+app.add_typer(ingest_cmd.app, name="ingest")
+app.command("kpis")(catalogue_cmd.kpis)
+app.command("events")(catalogue_cmd.events)
 console = Console(stderr=True)
 
 

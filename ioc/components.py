@@ -7,7 +7,7 @@ addresses through their environment, never through globals.
 from __future__ import annotations
 
 from ioc.settings import ServiceSettings
-from ioc.supervisor import Component
+from ioc.supervisor import Component, python_module
 
 
 def component_env(settings: ServiceSettings) -> dict[str, str]:
@@ -25,7 +25,8 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     components: list[Component] = []
     # Later issues append their processes here (simulators, stream workers, sinks,
     # the push server) with `python_module(...)` argv and `env`.
-    del env
+    # HTTP (IOC_INGEST_HTTP_PORT, 8081) and MQTT (ioc/events/#) gateways into Kafka.
+    components.append(Component("ingest", python_module("ioc", "ingest", "serve"), env))
     return components
 
 

@@ -1,0 +1,223 @@
+"""The CloudEvents 1.0 envelope (structured JSON mode): build, encode, decode, validate.
+
+This is the one place that turns bytes into a trusted :class:`Event`. ``decode`` checks,
+in order, and stops at the first problem with a stable reason code (it becomes the
+dead-letter reason or the 4xx answer):
+
+====================== ==================================================================
+reason                 meaning
+====================== ==================================================================
+oversize               more than ``MAX_EVENT_BYTES`` bytes
+undecodable            not JSON (or not UTF-8)
+not_an_object          JSON, but not an object
+missing_attribute      a required CloudEvents attribute (or ``data``) is absent
+bad_attribute          an attribute has the wrong type, is empty, or ``datacontenttype``
+                       is not ``application/json``
+unsupported_specversion ``specversion`` is not ``"1.0"``
+unknown_type           ``type`` is not in the catalogue
+bad_time               ``time`` (or a payload time) is not RFC 3339 with an offset
+missing_field          a required payload field is absent
+wrong_type             a payload field has the wrong JSON type
+out_of_range           a number outside the field's declared range
+bad_value              a string not among the allowed values (enum, district code) or
+                       empty/too long
+====================== ==================================================================
+
+CloudEvents extension attributes are allowed and ignored. Undeclared payload fields are
+kept (forward compatibility).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from events.errors import InvalidEventError
+from events.validation import PAYLOAD_VALIDATORS, parse_time
+
+MAX_EVENT_BYTES = 64 * 1024
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ENCODE_OPTIONS = orjson.OPT_UTC_Z
+_REQUIRED_ATTRIBUTES = ("id", "source", "type", "time")
+
+
+def rfc3339(ts: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``; microseconds only when present."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def epoch_ms(ts: datetime) -> int:
+    """Milliseconds since the epoch, exactly (no float rounding) for an aware datetime."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated CloudEvent: the attributes the pipeline needs plus the payload."""
+
+    id: str
+    source: str
+    type: str
+    time: datetime  # aware, UTC
+    time_ms: int  # epoch milliseconds of ``time``; the windows use it
+    district: str  # data["district"]
+    data: dict[str, Any]  # the validated payload
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CloudEvent as a JSON-ready dict (structured mode)."""
+        return {
+            "specversion": SPECVERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": rfc3339(self.time),
+            "datacontenttype": CONTENT_TYPE,
+            "data": self.data,
+        }
+
+    @property
+    def domain(self) -> str:
+        """The domain from ``vn.ioc.<domain>.<name>``."""
+        return self.type.split(".", 3)[2]
+
+
+_new_object = object.__new__
+_set_id, _set_source, _set_type, _set_time, _set_time_ms, _set_district, _set_data = (
+    Event.__dict__[name].__set__
+    for name in ("id", "source", "type", "time", "time_ms", "district", "data")
+)
+
+
+def new_event(
+    event_type: str,
+    source: str,
+    data: Mapping[str, Any],
+    *,
+    time: datetime,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A CloudEvent dict (not validated: producers may build invalid events on purpose).
+
+    ``time`` must be aware; it is written with millisecond precision, the precision of
+    the windows.
+    """
+    if time.tzinfo is None:
+        raise InvalidEventError("bad_time", "event time must carry a UTC offset")
+    return {
+        "specversion": SPECVERSION,
+        "id": event_id if event_id is not None else str(uuid.uuid4()),
+        "source": source,
+        "type": event_type,
+        "time": time.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "datacontenttype": CONTENT_TYPE,
+        "data": dict(data),
+    }
+
+
+def encode(event: Mapping[str, Any] | Event) -> bytes:
+    """JSON bytes of a CloudEvent dict (or an :class:`Event`); datetimes become RFC 3339."""
+    if isinstance(event, Event):
+        event = event.to_dict()
+    elif not isinstance(event, dict):
+        event = dict(event)
+    return orjson.dumps(event, option=_ENCODE_OPTIONS)
+
+
+def decode(raw: bytes | bytearray | memoryview | str) -> Event:
+    """Parse and validate one CloudEvent; raises ``InvalidEventError(reason, detail)``."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEventError("oversize", f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError("undecodable", str(exc)) from None
+    return validate(obj)
+
+
+def _attribute_error(obj: Mapping[str, Any], name: str) -> InvalidEventError:
+    value = obj.get(name)
+    if value is None:
+        return InvalidEventError("missing_attribute", name)
+    return InvalidEventError("bad_attribute", f"{name} must be a non-empty string: {value!r}")
+
+
+def validate(obj: Mapping[str, Any]) -> Event:
+    """Validate an already-parsed CloudEvent dict; the same checks as :func:`decode`."""
+    if type(obj) is not dict:
+        if not isinstance(obj, Mapping):
+            raise InvalidEventError(
+                "not_an_object", f"a CloudEvent is a JSON object, not {obj!r}"[:120]
+            )
+        obj = dict(obj)
+    specversion = obj.get("specversion")
+    if specversion != SPECVERSION:
+        if specversion is None:
+            raise InvalidEventError("missing_attribute", "specversion")
+        raise InvalidEventError("unsupported_specversion", f"{specversion!r}, expected '1.0'")
+    event_id = obj.get("id")
+    source = obj.get("source")
+    type_name = obj.get("type")
+    time_text = obj.get("time")
+    # One combined test on the hot path; the slow path finds which one is wrong.
+    if not (
+        type(event_id) is str
+        and type(source) is str
+        and type(type_name) is str
+        and type(time_text) is str
+        and event_id
+        and source
+    ):
+        for name in _REQUIRED_ATTRIBUTES:
+            value = obj.get(name)
+            if type(value) is not str or not value:
+                raise _attribute_error(obj, name)
+    validator = PAYLOAD_VALIDATORS.get(type_name)  # type: ignore[arg-type]
+    if validator is None:
+        raise InvalidEventError("unknown_type", f"no event type {type_name!r}")
+    ts = parse_time(time_text, "time")  # type: ignore[arg-type]
+    content_type = obj.get("datacontenttype")
+    if content_type is not None and content_type != CONTENT_TYPE:
+        raise InvalidEventError("bad_attribute", f"datacontenttype {content_type!r}")
+    data = obj.get("data")
+    if type(data) is not dict:
+        if data is None:
+            raise InvalidEventError("missing_attribute", "data")
+        if not isinstance(data, Mapping):
+            raise InvalidEventError("bad_attribute", "data must be a JSON object")
+        data = dict(data)
+    validator(data)
+    delta = ts - _EPOCH
+    # Fill the slots directly: a frozen dataclass' __init__ goes through
+    # object.__setattr__ field by field, which doubles the cost of this hot path.
+    event: Event = _new_object(Event)
+    _set_id(event, event_id)
+    _set_source(event, source)
+    _set_type(event, type_name)
+    _set_time(event, ts)
+    _set_time_ms(event, (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000)
+    _set_district(event, data["district"])
+    _set_data(event, data)
+    return event
+
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_EVENT_BYTES",
+    "SPECVERSION",
+    "Event",
+    "decode",
+    "encode",
+    "epoch_ms",
+    "new_event",
+    "rfc3339",
+    "validate",
+]

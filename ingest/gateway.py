@@ -1,0 +1,92 @@
+"""The sans-I/O core of the ingest gateways: bytes in, Kafka records or reasons out.
+
+Both gateways (HTTP and MQTT) use it, so the same event is accepted or refused with the
+same reason whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from events.catalogue import event_type, key_for
+from events.envelope import MAX_EVENT_BYTES, Event, encode, validate
+from events.errors import InvalidEventError
+
+# Content types of CloudEvents' HTTP binding, structured and batched mode.
+STRUCTURED = ("application/cloudevents+json", "application/json")
+BATCH = "application/cloudevents-batch+json"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """One record to publish: the event's domain topic, its source id as key."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why item ``index`` of a request was refused."""
+
+    index: int
+    reason: str
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"index": self.index, "reason": self.reason, "detail": self.detail}
+
+
+class RejectedRequest(Exception):
+    """A request with invalid items; nothing of it is published (all or nothing)."""
+
+    def __init__(self, rejections: list[Rejection]) -> None:
+        super().__init__(f"{len(rejections)} invalid event(s)")
+        self.rejections = rejections
+
+
+def to_record(event: Event) -> KafkaRecord:
+    return KafkaRecord(
+        topic=event_type(event.type).topic,
+        key=key_for(event),
+        # Re-encode the validated event: downstream gets the canonical form.
+        value=encode(event),
+        event_id=event.id,
+    )
+
+
+def parse_request(body: bytes, content_type: str, max_batch: int) -> list[KafkaRecord]:
+    """Records for a structured (one event) or batch (JSON array) request body.
+
+    Raises :class:`InvalidEventError` for a body that is not JSON at all and
+    :class:`RejectedRequest` naming every invalid item otherwise.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError("undecodable", str(exc)) from None
+    if media == BATCH or isinstance(parsed, list):
+        if not isinstance(parsed, list):
+            raise InvalidEventError("not_an_object", "a batch is a JSON array of CloudEvents")
+        if len(parsed) > max_batch:
+            raise InvalidEventError("oversize", f"{len(parsed)} events > {max_batch} per batch")
+        items = parsed
+    else:
+        items = [parsed]
+    records: list[KafkaRecord] = []
+    rejections: list[Rejection] = []
+    for index, item in enumerate(items):
+        try:
+            if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
+                raise InvalidEventError("oversize", f"event larger than {MAX_EVENT_BYTES} bytes")
+            records.append(to_record(validate(item)))
+        except InvalidEventError as exc:
+            rejections.append(Rejection(index, exc.reason, exc.detail))
+    if rejections:
+        raise RejectedRequest(rejections)
+    return records

@@ -1,0 +1,93 @@
+"""HTTP gateway: CloudEvents over HTTP (structured and batch mode) into Kafka.
+
+    POST /events          one CloudEvent (application/cloudevents+json or application/json)
+                          or a JSON array (application/cloudevents-batch+json)
+    GET  /healthz         200 when the Kafka producer is connected
+    GET  /metrics         Prometheus
+
+Answers: 202 ``{"accepted": N}`` once the broker has acknowledged every event; 400 with
+``{"error": reason, "detail": ...}`` for a body that is not JSON, or with
+``{"error": "invalid_events", "rejected": [{"index", "reason", "detail"}]}`` naming every
+invalid item (nothing of such a request is published); 413 for an oversized body; 415 for
+another content type; 503 when Kafka cannot take the events (the client should retry).
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from events.errors import InvalidEventError
+from ingest.gateway import BATCH, STRUCTURED, RejectedRequest, parse_request
+from ingest.metrics import IngestMetrics
+from ingest.publisher import KafkaPublisher
+from ingest.settings import IngestSettings
+
+log = structlog.get_logger("ingest.http")
+
+PUBLISHER: web.AppKey[KafkaPublisher] = web.AppKey("publisher", KafkaPublisher)
+METRICS: web.AppKey[IngestMetrics] = web.AppKey("metrics", IngestMetrics)
+SETTINGS: web.AppKey[IngestSettings] = web.AppKey("settings", IngestSettings)
+
+
+def _error(status: int, reason: str, detail: str) -> web.Response:
+    return web.json_response({"error": reason, "detail": detail}, status=status)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    content_type = request.headers.get("Content-Type", "application/json")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in (*STRUCTURED, BATCH):
+        metrics.rejected.labels("http", "unsupported_media_type").inc()
+        return _error(415, "unsupported_media_type", f"{media!r}; send {STRUCTURED[0]} or {BATCH}")
+    if (request.content_length or 0) > settings.ingest_max_body_bytes:
+        metrics.rejected.labels("http", "oversize").inc()
+        return _error(413, "oversize", f"body larger than {settings.ingest_max_body_bytes} bytes")
+    body = await request.content.read(settings.ingest_max_body_bytes + 1)
+    if len(body) > settings.ingest_max_body_bytes:
+        metrics.rejected.labels("http", "oversize").inc()
+        return _error(413, "oversize", f"body larger than {settings.ingest_max_body_bytes} bytes")
+    try:
+        records = parse_request(body, content_type, settings.ingest_max_batch)
+    except InvalidEventError as exc:
+        metrics.rejected.labels("http", exc.reason).inc()
+        return _error(400, exc.reason, exc.detail)
+    except RejectedRequest as exc:
+        for rejection in exc.rejections:
+            metrics.rejected.labels("http", rejection.reason).inc()
+        return web.json_response(
+            {"error": "invalid_events", "rejected": [r.to_dict() for r in exc.rejections]},
+            status=400,
+        )
+    try:
+        await request.app[PUBLISHER].publish(records)
+    except Exception as exc:  # Kafka unavailable: tell the sender to retry, lose nothing
+        metrics.publish_errors.labels("http").inc()
+        log.warning("publish_failed", error=str(exc), events=len(records))
+        return _error(503, "unavailable", "the event bus did not take the events; retry")
+    metrics.accepted.labels("http").inc(len(records))
+    return web.json_response({"accepted": len(records)}, status=202)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain")
+
+
+def build_app(
+    settings: IngestSettings, publisher: KafkaPublisher, metrics: IngestMetrics
+) -> web.Application:
+    # aiohttp's own limit sits above ours so that we can answer 413 with a reason.
+    app = web.Application(client_max_size=settings.ingest_max_body_bytes + 1024)
+    app[SETTINGS] = settings
+    app[PUBLISHER] = publisher
+    app[METRICS] = metrics
+    app.router.add_post("/events", post_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

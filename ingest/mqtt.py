@@ -1,0 +1,136 @@
+"""MQTT gateway: CloudEvents published to Mosquitto (topic ``ioc/events/#``) into Kafka.
+
+Each MQTT message is one structured CloudEvent. Valid events go to their domain topic,
+invalid ones to ``ioc.deadletter`` with the reason. The subscription is QoS 1 with manual
+acknowledgement and a persistent session: the PUBACK is sent only after Kafka has
+acknowledged the batch, so a gateway that dies earlier gets the messages again
+(at-least-once; downstream de-duplicates on the event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+from events.envelope import decode
+from events.errors import InvalidEventError
+from events.records import DeadLetter
+from ingest.gateway import KafkaRecord, to_record
+from ingest.metrics import IngestMetrics
+from ingest.publisher import KafkaPublisher
+from ingest.settings import IngestSettings
+
+log = structlog.get_logger("ingest.mqtt")
+
+
+def triage(
+    messages: list[mqtt.MQTTMessage],
+) -> tuple[list[KafkaRecord], list[DeadLetter]]:
+    """Split a batch of MQTT messages into Kafka records and dead letters."""
+    records: list[KafkaRecord] = []
+    letters: list[DeadLetter] = []
+    for msg in messages:
+        try:
+            records.append(to_record(decode(msg.payload)))
+        except InvalidEventError as exc:
+            letters.append(
+                DeadLetter(
+                    reason=exc.reason,
+                    detail=exc.detail,
+                    source_topic=f"mqtt:{msg.topic}",
+                    source_partition=-1,
+                    source_offset=msg.mid,
+                    value=bytes(msg.payload),
+                    component="ingest.mqtt",
+                )
+            )
+    return records, letters
+
+
+class MqttBridge:
+    def __init__(
+        self, settings: IngestSettings, publisher: KafkaPublisher, metrics: IngestMetrics
+    ) -> None:
+        self._settings = settings
+        self._publisher = publisher
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._pending: list[mqtt.MQTTMessage] = []
+        self._wake = asyncio.Event()
+        self.connected = threading.Event()
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None
+    ) -> None:
+        if not reason.is_failure:
+            client.subscribe(self._settings.ingest_mqtt_topic, qos=1)
+            self.connected.set()
+            log.info("mqtt_connected", topic=self._settings.ingest_mqtt_topic)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        log.warning("mqtt_disconnected", reason=str(reason))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            # Runs on paho's network thread: append, and wake the loop only for the
+            # first message of a batch (one cross-thread call per batch, not per message).
+            with self._lock:
+                self._pending.append(msg)
+                first = len(self._pending) == 1
+            if first:
+                loop.call_soon_threadsafe(self._wake.set)
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._settings.ingest_mqtt_client_id,
+            clean_session=False,
+            manual_ack=True,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = on_message
+        client.connect_async(self._settings.mqtt_host, self._settings.mqtt_port, keepalive=30)
+        client.loop_start()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                with self._lock:
+                    batch = self._pending[: self._settings.ingest_mqtt_batch]
+                    del self._pending[: len(batch)]
+                    if self._pending:
+                        self._wake.set()
+                if batch:
+                    await self._forward(client, batch)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    async def _forward(self, client: mqtt.Client, batch: list[mqtt.MQTTMessage]) -> None:
+        records, letters = triage(batch)
+        delay = 0.5
+        while True:
+            try:
+                if records:
+                    await self._publisher.publish(records)
+                if letters:
+                    await self._publisher.dead_letter(letters)
+                break
+            except Exception as exc:  # keep the batch unacknowledged and retry
+                self._metrics.publish_errors.labels("mqtt").inc()
+                log.warning("publish_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        for msg in batch:
+            client.ack(msg.mid, msg.qos)
+        self._metrics.accepted.labels("mqtt").inc(len(records))
+        for letter in letters:
+            self._metrics.rejected.labels("mqtt", letter.reason).inc()

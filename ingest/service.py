@@ -1,0 +1,51 @@
+"""Runs the HTTP and MQTT gateways in one process until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+from aiohttp import web
+
+from ingest.http import build_app
+from ingest.metrics import IngestMetrics
+from ingest.mqtt import MqttBridge
+from ingest.publisher import KafkaPublisher
+from ingest.settings import IngestSettings
+
+log = structlog.get_logger("ingest")
+
+
+async def serve(
+    settings: IngestSettings, *, mqtt: bool = True, stop: asyncio.Event | None = None
+) -> None:
+    """Serve until ``stop`` is set (by default: until SIGINT/SIGTERM)."""
+    metrics = IngestMetrics()
+    publisher = KafkaPublisher(settings.bootstrap_servers)
+    await publisher.start()
+    runner = web.AppRunner(build_app(settings, publisher, metrics), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.ingest_http_host, settings.ingest_http_port)
+    await site.start()
+    log.info(
+        "ingest_ready",
+        http=f"http://{settings.ingest_http_host}:{settings.ingest_http_port}/events",
+        mqtt=f"{settings.mqtt_host}:{settings.mqtt_port}" if mqtt else None,
+    )
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    bridge = asyncio.create_task(MqttBridge(settings, publisher, metrics).run()) if mqtt else None
+    try:
+        await stop.wait()
+    finally:
+        if bridge is not None:
+            bridge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bridge
+        await runner.cleanup()
+        await publisher.stop()

@@ -1,0 +1,218 @@
+"""Ingest gateways: HTTP and MQTT into the real broker, bad input refused with reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from aiokafka import AIOKafkaConsumer
+from paho.mqtt.enums import CallbackAPIVersion
+
+from events.envelope import decode, encode, new_event
+from events.errors import InvalidEventError
+from events.records import DeadLetter
+from events.topics import DEADLETTER, events_topic
+from ingest.gateway import BATCH, RejectedRequest, parse_request
+from ingest.service import serve
+from ingest.settings import IngestSettings
+
+
+def air_event(station: str = "HD-AQ-001", pm25: float = 42.0) -> dict[str, object]:
+    return new_event(
+        "vn.ioc.air.observed",
+        f"/sensors/air/{station}",
+        {"station_id": station, "district": _district(), "pm25": pm25, "pm10": 60.0},
+        time=datetime.now(UTC),
+    )
+
+
+def _district() -> str:
+    from events.geography import DISTRICTS
+
+    return next(iter(DISTRICTS))
+
+
+# --- the sans-I/O core -------------------------------------------------------------
+
+
+def test_a_valid_event_becomes_a_record_on_its_domain_topic_keyed_by_source() -> None:
+    event = air_event("ST-1")
+    [record] = parse_request(encode(event), "application/cloudevents+json", 10)
+    assert record.topic == "ioc.events.air"
+    assert record.key == b"ST-1"
+    assert decode(record.value).id == event["id"]
+
+
+def test_a_batch_with_invalid_items_names_each_and_publishes_nothing() -> None:
+    bad_range = air_event(pm25=-5.0)
+    unknown = {**air_event(), "type": "vn.ioc.air.teleported"}
+    body = orjson.dumps([air_event(), bad_range, unknown])
+    with pytest.raises(RejectedRequest) as caught:
+        parse_request(body, BATCH, 10)
+    assert [(r.index, r.reason) for r in caught.value.rejections] == [
+        (1, "out_of_range"),
+        (2, "unknown_type"),
+    ]
+
+
+def test_a_body_that_is_not_json_or_too_big_a_batch_is_refused() -> None:
+    with pytest.raises(InvalidEventError) as not_json:
+        parse_request(b"{nope", "application/json", 10)
+    assert not_json.value.reason == "undecodable"
+    with pytest.raises(InvalidEventError) as too_many:
+        parse_request(orjson.dumps([air_event()] * 3), BATCH, 2)
+    assert too_many.value.reason == "oversize"
+
+
+# --- against the real broker and Mosquitto -----------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+async def gateway(
+    bootstrap_servers: str, mqtt_address: tuple[str, int]
+) -> AsyncIterator[IngestSettings]:
+    settings = IngestSettings(
+        bootstrap_servers=bootstrap_servers,
+        ingest_http_port=_free_port(),
+        ingest_max_body_bytes=256 * 1024,
+        mqtt_host=mqtt_address[0],
+        mqtt_port=mqtt_address[1],
+        ingest_mqtt_client_id=f"ioc-ingest-test-{uuid.uuid4().hex[:6]}",
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop=stop))
+    url = f"http://127.0.0.1:{settings.ingest_http_port}/healthz"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the MQTT subscription is set up right after connecting
+    yield settings
+    stop.set()
+    await task
+
+
+async def _find(bootstrap: str, topic: str, wanted: set[str], key: str) -> dict[str, bytes]:
+    """Read ``topic`` from the start until every wanted id (by ``key``) is found."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-ingest-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: dict[str, bytes] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while set(found) < wanted and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    ident = orjson.loads(r.value)[key]
+                    if ident in wanted:
+                        found[ident] = r.value
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_http_events_reach_their_topic(gateway: IngestSettings) -> None:
+    events = [air_event(f"HTTP-{i}") for i in range(5)]
+    url = f"http://127.0.0.1:{gateway.ingest_http_port}/events"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            url, data=encode(events[0]), headers={"Content-Type": "application/cloudevents+json"}
+        ) as one:
+            assert one.status == 202
+            assert await one.json() == {"accepted": 1}
+        async with http.post(
+            url, data=orjson.dumps(events[1:]), headers={"Content-Type": BATCH}
+        ) as many:
+            assert many.status == 202
+            assert await many.json() == {"accepted": 4}
+    found = await _find(
+        gateway.bootstrap_servers, events_topic("air"), {str(e["id"]) for e in events}, "id"
+    )
+    assert len(found) == 5
+
+
+async def test_http_bad_input_gets_4xx_with_a_reason(gateway: IngestSettings) -> None:
+    url = f"http://127.0.0.1:{gateway.ingest_http_port}/events"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=b"{", headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"] == "undecodable"
+        async with http.post(
+            url, data=encode(air_event(pm25=-1)), headers={"Content-Type": "application/json"}
+        ) as r:
+            assert r.status == 400
+            body = await r.json()
+            assert body["error"] == "invalid_events"
+            assert body["rejected"][0]["reason"] == "out_of_range"
+        async with http.post(url, data=b"x", headers={"Content-Type": "text/plain"}) as r:
+            assert r.status == 415
+        big = b"[" + b" " * (300 * 1024) + b"]"
+        async with http.post(url, data=big, headers={"Content-Type": BATCH}) as r:
+            assert r.status == 413
+            assert (await r.json())["error"] == "oversize"
+        async with http.get(f"http://127.0.0.1:{gateway.ingest_http_port}/metrics") as r:
+            text = await r.text()
+            assert 'ioc_ingest_events_rejected_total{gateway="http",reason="out_of_range"}' in text
+
+
+async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
+    gateway: IngestSettings,
+) -> None:
+    good = air_event("MQTT-1")
+    bad_payload = orjson.dumps({**air_event("MQTT-2"), "specversion": "0.3"})
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(gateway.mqtt_host, gateway.mqtt_port)
+    client.loop_start()
+    try:
+        client.publish("ioc/events/air", encode(good), qos=1).wait_for_publish(5)
+        client.publish("ioc/events/air", bad_payload, qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    found = await _find(gateway.bootstrap_servers, events_topic("air"), {str(good["id"])}, "id")
+    assert str(good["id"]) in found
+    consumer = AIOKafkaConsumer(
+        DEADLETTER,
+        bootstrap_servers=gateway.bootstrap_servers,
+        group_id=f"test-ingest-dl-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    letters: list[DeadLetter] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not letters and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                letters += [
+                    d
+                    for d in (DeadLetter.from_json(r.value) for r in records)
+                    if d.value == bad_payload
+                ]
+    finally:
+        await consumer.stop()
+    assert len(letters) == 1
+    assert letters[0].reason == "unsupported_specversion"
+    assert letters[0].source_topic == "mqtt:ioc/events/air"
+    assert letters[0].component == "ingest.mqtt"

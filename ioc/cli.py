@@ -13,6 +13,7 @@ from ioc import services
 from ioc.commands import catalogue as catalogue_cmd
 from ioc.commands import ingest as ingest_cmd
 from ioc.commands import services as services_cmd
+from ioc.commands import simulate as simulate_cmd
 from ioc.components import demo_components, wall_display_url
 from ioc.settings import ServiceSettings
 from ioc.supervisor import Supervisor
@@ -26,6 +27,7 @@ app.add_typer(services_cmd.app, name="services")
 app.add_typer(ingest_cmd.app, name="ingest")
 app.command("kpis")(catalogue_cmd.kpis)
 app.command("events")(catalogue_cmd.events)
+app.command("simulate")(simulate_cmd.simulate)
 console = Console(stderr=True)
 
 

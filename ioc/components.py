@@ -27,6 +27,15 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     # the push server) with `python_module(...)` argv and `env`.
     # HTTP (IOC_INGEST_HTTP_PORT, 8081) and MQTT (ioc/events/#) gateways into Kafka.
     components.append(Component("ingest", python_module("ioc", "ingest", "serve"), env))
+    # Simulated province at a demo rate, cycling through the scenarios so the wall shows
+    # alerts (health + Prometheus metrics on IOC_SIM_METRICS_PORT, 8093).
+    components.append(
+        Component(
+            "simulator",
+            python_module("simulators", "--rate", "200", "--scenario", "cycle", "--no-live"),
+            {"IOC_SIM_METRICS_PORT": "8093", **env},
+        )
+    )
     return components
 
 

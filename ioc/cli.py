@@ -11,9 +11,11 @@ from rich.console import Console
 from events.errors import IocError
 from ioc import services
 from ioc.commands import catalogue as catalogue_cmd
+from ioc.commands import db as db_cmd
 from ioc.commands import ingest as ingest_cmd
 from ioc.commands import services as services_cmd
 from ioc.commands import simulate as simulate_cmd
+from ioc.commands import ws as ws_cmd
 from ioc.components import demo_components, wall_display_url
 from ioc.settings import ServiceSettings
 from ioc.supervisor import Supervisor
@@ -24,9 +26,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(services_cmd.app, name="services")
-app.add_typer(ingest_cmd.app, name="ingest")
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(db_cmd.query_app, name="query")
 app.command("kpis")(catalogue_cmd.kpis)
 app.command("events")(catalogue_cmd.events)
+app.add_typer(ingest_cmd.app, name="ingest")
+app.add_typer(ws_cmd.app, name="ws")
 app.command("simulate")(simulate_cmd.simulate)
 console = Console(stderr=True)
 

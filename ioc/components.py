@@ -27,6 +27,11 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     # the push server) with `python_module(...)` argv and `env`.
     # HTTP (IOC_INGEST_HTTP_PORT, 8081) and MQTT (ioc/events/#) gateways into Kafka.
     components.append(Component("ingest", python_module("ioc", "ingest", "serve"), env))
+    # Push server + wall display (reads ioc.kpi/ioc.alerts itself; IOC_WS_* settings).
+    components.append(Component("ws", python_module("ioc", "ws", "serve"), env))
+    # Storage: migrations, then the raw-event, KPI and alert sinks into TimescaleDB and the
+    # retention/rollup job (health + Prometheus metrics on IOC_STORAGE_HTTP_PORT, 8092).
+    components.append(Component("storage", python_module("storage"), env))
     # Simulated province at a demo rate, cycling through the scenarios so the wall shows
     # alerts (health + Prometheus metrics on IOC_SIM_METRICS_PORT, 8093).
     components.append(
@@ -40,5 +45,8 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
 
 
 def wall_display_url(settings: ServiceSettings) -> str | None:
-    """The wall display's address once a component serves it."""
-    return None
+    """The wall display's address (the push server serves it; IOC_WS_HOST/IOC_WS_PORT)."""
+    from ws.settings import WsSettings
+
+    ws = WsSettings()
+    return f"http://{ws.ws_host}:{ws.ws_port}/"

@@ -64,3 +64,36 @@ def mqtt_address(service_settings: ServiceSettings) -> Iterator[tuple[str, int]]
         (service_settings.host, service_settings.mqtt_port)
         for _ in _ensure(service_settings, "mosquitto")
     )
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Path of the Debian Chromium for browser tests; installed with apt-get when missing
+    (root on Debian), otherwise the test fails saying how to install it."""
+    import shutil
+    import subprocess
+    import time
+    from pathlib import Path
+
+    path = Path("/usr/bin/chromium")
+    if path.exists():
+        return str(path)
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(
+            "Chromium is missing: install the Debian package as root "
+            "(apt-get install -y chromium), then rerun the browser tests"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    last = ""
+    for _attempt in range(12):  # another apt run may hold the lock for a while
+        update = subprocess.run(
+            ["apt-get", "update", "-qq"], capture_output=True, text=True, env=env
+        )
+        install = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True, env=env
+        )
+        if install.returncode == 0 and path.exists():
+            return str(path)
+        last = (install.stderr or update.stderr).strip()[-400:]
+        time.sleep(5)
+    pytest.fail(f"apt-get install chromium failed: {last}")

@@ -1,0 +1,226 @@
+"""Kafka records → table rows (pure, no I/O): the sans-I/O half of the sinks.
+
+Each ``*_rows`` function turns one batch of consumed records into the rows to COPY and
+the dead letters of the records that break the contract, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from events.errors import InvalidEventError
+from events.records import AlertRecord, DeadLetter, KpiRecord, parse_time
+
+Row = tuple[Any, ...]
+
+KPI_COLUMNS: tuple[str, ...] = (
+    "kpi",
+    "scope",
+    "window_start",
+    "window_end",
+    "value",
+    "count",
+    "min",
+    "max",
+    "sum",
+    "final",
+    "revision",
+    "computed_at",
+)
+ALERT_COLUMNS: tuple[str, ...] = (
+    "alert_id",
+    "rule",
+    "subject",
+    "state",
+    "severity",
+    "level",
+    "title",
+    "kpi",
+    "value",
+    "threshold",
+    "raised_at",
+    "updated_at",
+    "acknowledged_by",
+    "assignee",
+    "revision",
+)
+EVENT_COLUMNS: tuple[str, ...] = ("time", "type", "source", "id", "district", "data")
+
+
+class SourceRecord(Protocol):
+    """What the sinks need of a consumed Kafka record (aiokafka's ConsumerRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """Rows to write (``sources[i]`` produced ``rows[i]``) and the rejected records."""
+
+    rows: list[Row] = field(default_factory=list)
+    sources: list[SourceRecord] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def dead_letter(record: SourceRecord, reason: str, detail: str, component: str) -> DeadLetter:
+    return DeadLetter(
+        reason=reason,
+        detail=detail,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        value=record.value or b"",
+        key=record.key,
+        component=component,
+    )
+
+
+def kpi_row(rec: KpiRecord) -> Row:
+    return (
+        rec.kpi,
+        rec.scope,
+        rec.window_start,
+        rec.window_end,
+        rec.value,
+        rec.count,
+        rec.min,
+        rec.max,
+        rec.sum,
+        rec.final,
+        rec.revision,
+        rec.computed_at,
+    )
+
+
+def alert_row(rec: AlertRecord) -> Row:
+    return (
+        rec.alert_id,
+        rec.rule,
+        rec.subject,
+        rec.state,
+        rec.severity,
+        rec.level,
+        rec.title,
+        rec.kpi,
+        rec.value,
+        rec.threshold,
+        rec.raised_at,
+        rec.updated_at,
+        rec.acknowledged_by,
+        rec.assignee,
+        rec.revision,
+    )
+
+
+def _fallback_event_row(raw: bytes) -> Row:
+    """Envelope check used only until ``events.envelope`` exists (CloudEvents basics)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError("undecodable", str(exc)) from exc
+    if not isinstance(obj, dict):
+        raise InvalidEventError("not_an_object", "an event is a JSON object")
+    for name in ("id", "source", "type", "time"):
+        if not isinstance(obj.get(name), str) or not obj[name]:
+            raise InvalidEventError("missing_attribute", f"event lacks {name!r}")
+    if obj.get("specversion") != "1.0":
+        raise InvalidEventError("unsupported_specversion", repr(obj.get("specversion")))
+    data = obj.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("district"), str):
+        raise InvalidEventError("missing_field", "data.district is required")
+    return (
+        parse_time(obj["time"]),
+        obj["type"],
+        obj["source"],
+        obj["id"],
+        data["district"],
+        orjson.dumps(data).decode(),
+    )
+
+
+def _envelope_event_row() -> Callable[[bytes], Row] | None:
+    try:
+        envelope = importlib.import_module("events.envelope")
+    except ImportError:
+        return None
+    decode = envelope.decode
+
+    def row(raw: bytes) -> Row:
+        ev = decode(raw)
+        t: datetime = ev.time
+        return (t, ev.type, ev.source, ev.id, ev.district, orjson.dumps(ev.data).decode())
+
+    return row
+
+
+def event_row_decoder() -> Callable[[bytes], Row]:
+    """``events.envelope.decode`` (full catalogue validation) as a row builder."""
+    return _envelope_event_row() or _fallback_event_row
+
+
+def event_rows(
+    records: Sequence[SourceRecord], decode_row: Callable[[bytes], Row], component: str
+) -> PreparedBatch:
+    out = PreparedBatch()
+    rows, sources = out.rows, out.sources
+    for rec in records:
+        raw = rec.value
+        if raw is None:
+            out.dead.append(dead_letter(rec, "undecodable", "empty record value", component))
+            continue
+        try:
+            row = decode_row(raw)
+        except InvalidEventError as exc:
+            out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
+            continue
+        # PostgreSQL's jsonb cannot hold U+0000; say so instead of failing the batch.
+        if "\\u0000" in row[5]:
+            out.dead.append(dead_letter(rec, "bad_value", "NUL character in data", component))
+            continue
+        rows.append(row)
+        sources.append(rec)
+    return out
+
+
+def kpi_rows(records: Sequence[SourceRecord], component: str) -> PreparedBatch:
+    out = PreparedBatch()
+    for rec in records:
+        try:
+            kpi = KpiRecord.from_json(rec.value or b"")
+        except InvalidEventError as exc:
+            out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
+            continue
+        out.rows.append(kpi_row(kpi))
+        out.sources.append(rec)
+    return out
+
+
+def alert_rows(records: Sequence[SourceRecord], component: str) -> PreparedBatch:
+    out = PreparedBatch()
+    for rec in records:
+        if rec.value is None:
+            # A tombstone on the compacted alerts topic: nothing to store, history stays.
+            continue
+        try:
+            alert = AlertRecord.from_json(rec.value)
+        except InvalidEventError as exc:
+            out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
+            continue
+        out.rows.append(alert_row(alert))
+        out.sources.append(rec)
+    return out

@@ -1,0 +1,257 @@
+"""The wall display in headless Chromium, fed through the real broker (and TimescaleDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from playwright.async_api import async_playwright, expect
+
+from events import topics
+from events.flood import WATER_STATIONS
+from events.geography import DISTRICTS
+from events.records import AlertCommand, AlertRecord, KpiRecord
+from storage import migrate
+from ws.app import WsApp
+from ws.settings import WsSettings
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+# City-scope values the tiles show (a plausible afternoon in the province).
+CITY_VALUES = {
+    "air.aqi.vn": 128.0,
+    "air.pm25.avg": 46.3,
+    "traffic.speed.avg": 31.5,
+    "traffic.occupancy.avg": 62.0,
+    "traffic.vehicles.sum": 1840.0,
+    "traffic.incidents.count": 2.0,
+    "water.level.max": 4.1,
+    "energy.consumption.sum": 12650.0,
+    "energy.load.avg": 758.0,
+    "parking.occupancy.rate": 78.4,
+    "services.ontime.rate": 96.2,
+    "services.online.rate": 71.5,
+    "feedback.open.count": 14.0,
+    "feedback.closed.count": 9.0,
+    "emergency.calls.count": 7.0,
+    "emergency.dispatch.p90": 95.0,
+    "security.incidents.count": 3.0,
+    "security.cyber.count": 1.0,
+    "payments.failure.rate": 1.8,
+    "payments.transactions.count": 412.0,
+    "services.portal.latency.max": 420.0,
+    "services.portal.errors.ratio": 0.4,
+}
+
+
+def window(
+    kpi: str, scope: str, value: float, minutes_ago: int = 0, revision: int = 1
+) -> KpiRecord:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=minutes_ago)
+    return KpiRecord(kpi, scope, start, start + timedelta(seconds=60), value, 10, revision=revision)
+
+
+def history_records() -> list[KpiRecord]:
+    """Three hours of past windows: the charts get them in the snapshot."""
+    records: list[KpiRecord] = []
+    for ago in range(180, 0, -1):
+        phase = math.sin(ago / 180 * 2 * math.pi)
+        records.append(window("air.aqi.vn", "city", 100 + 25 * phase + (ago % 7), ago))
+        records.append(window("traffic.speed.avg", "city", 34 - 6 * phase - (ago % 5) / 2, ago))
+        records.append(window("water.level.max", "city", 3.2 + 0.9 * (180 - ago) / 180, ago))
+        records.append(window("emergency.calls.count", "city", 3 + (ago // 12) % 5, ago))
+    return records
+
+
+def live_records() -> list[KpiRecord]:
+    """The current minute, for every tile, district and water station."""
+    records = [window(k, "city", v) for k, v in CITY_VALUES.items()]
+    aqi_by_rank = [45, 72, 95, 118, 128, 160, 88, 64, 135, 210, 99, 77]
+    for i, code in enumerate(DISTRICTS):
+        records.append(window("air.aqi.vn", f"district:{code}", aqi_by_rank[i % 12]))
+        records.append(window("traffic.occupancy.avg", f"district:{code}", 40 + 4 * i))
+    for i, station in enumerate(WATER_STATIONS.values()):
+        lo, mid, _hi = station.alarm_levels
+        level = mid + 0.2 if i == 0 else lo - 0.5 + 0.1 * i
+        records.append(window("water.level.max", f"station:{station.station_id}", level))
+    return records
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def wall(bootstrap_servers: str, database_url: str) -> AsyncIterator[WsApp]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
+    settings = WsSettings(
+        bootstrap_servers=bootstrap_servers,
+        database_url=database_url,
+        ws_port=0,
+        ws_tokens={"wall-viewer": "viewer:wall", "trực-ban": "operator:trực ban"},
+        ws_alerts_from_beginning=False,
+    )
+    async with WsApp(settings) as app:
+        yield app
+
+
+async def test_wall_fills_live_and_operator_acknowledges(
+    wall: WsApp, bootstrap_servers: str, chromium_executable: str
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=5)
+    commands = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+    await producer.start()
+    await commands.start()
+    tp = TopicPartition(topics.ALERT_COMMANDS, 0)
+    commands.assign([tp])
+    await commands.seek_to_end(tp)
+    await commands.position(tp)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=chromium_executable, args=CHROMIUM_ARGS
+            )
+            page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+            await page.clock.install()  # real time flows; lets the test jump ahead later
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            for rec in history_records():
+                await producer.send(topics.KPI, rec.to_json(), key=rec.scope.encode())
+            await producer.flush()
+            await asyncio.sleep(0.5)  # the server has consumed them
+            await page.goto(wall.server.url + "?token=tr%E1%BB%B1c-ban")
+            await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            await expect(page.locator("#province")).to_have_text("Tỉnh Hải Dương")
+
+            for rec in live_records():
+                await producer.send(topics.KPI, rec.to_json(), key=rec.scope.encode())
+            await producer.flush()
+            aqi_tile = page.locator('[data-tile="aqi"]')
+            await expect(aqi_tile.locator(".value")).to_have_text("128")
+            await expect(aqi_tile.locator(".badge")).to_have_text("Kém")
+            await expect(page.locator('[data-tile="ontime"] .value')).to_have_text("96,2")
+            await expect(page.locator('[data-tile="water"] .sub')).to_contain_text("BĐ II")
+            await expect(page.locator('#map [data-district="TK"]')).to_have_attribute(
+                "data-status", "3"
+            )
+            await expect(page.locator("#staleness")).to_contain_text("cập nhật")
+            # The charts have the last 3 hours from the snapshot (windows that started
+            # 179..1 minutes ago; the one 180 minutes ago began before the cut) + the live one.
+            points = await page.evaluate("window.iocWall.state().points")
+            assert 179 <= points["air.aqi.vn|city"] <= 180  # 179 if a minute turned meanwhile
+
+            alert_id = f"flood-{uuid.uuid4().hex[:8]}"
+            station = next(iter(WATER_STATIONS.values()))
+            raised = AlertRecord(
+                alert_id=alert_id,
+                rule="water.level.alarm",
+                subject=f"station:{station.station_id}",
+                state="raised",
+                severity="critical",
+                level=2,
+                title=f"Mực nước trạm {station.name} vượt BĐ II",
+                kpi="water.level.max",
+                value=station.alarm_levels[1] + 0.2,
+                threshold=station.alarm_levels[1],
+                raised_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
+            )
+            minor = AlertRecord(
+                **{
+                    **raised.to_dict(),
+                    "alert_id": f"aqi-{alert_id}",
+                    "rule": "air.aqi.high",
+                    "subject": "district:TK",
+                    "severity": "warning",
+                    "level": 1,
+                    "title": "AQI huyện Tứ Kỳ ở mức Xấu",
+                    "kpi": "air.aqi.vn",
+                    "value": 210.0,
+                    "threshold": 200.0,
+                    "raised_at": raised.raised_at,
+                    "updated_at": raised.updated_at,
+                }
+            )
+            for a in (minor, raised):
+                await producer.send_and_wait(topics.ALERTS, a.to_json(), key=a.alert_id.encode())
+            item = page.locator(f'[data-alert-id="{alert_id}"]')
+            await expect(item).to_be_visible()
+            # Ordered by severity: the critical flood alert before the warning.
+            await expect(page.locator(f'[data-alert-id="aqi-{alert_id}"]')).to_be_visible()
+            order = await page.eval_on_selector_all(
+                "#alerts li", "els => els.map(e => e.dataset.alertId)"
+            )
+            assert order.index(alert_id) < order.index(f"aqi-{alert_id}")
+            await item.locator("button.ack").click()
+
+            cmd = await next_command(commands, alert_id)
+            assert (cmd.command, cmd.by) == ("ack", "trực ban")
+            # What the alert worker does with the command: echo the new state.
+            acked = AlertRecord(
+                **{
+                    **raised.to_dict(),
+                    "state": "acknowledged",
+                    "acknowledged_by": cmd.by,
+                    "revision": 1,
+                    "raised_at": raised.raised_at,
+                    "updated_at": datetime.now(UTC),
+                }
+            )
+            await producer.send_and_wait(topics.ALERTS, acked.to_json(), key=alert_id.encode())
+            await expect(item).to_have_attribute("data-state", "acknowledged")
+            await expect(item.locator(".acked")).to_have_text("Đã xác nhận: trực ban")
+
+            # A network drop: the page reconnects by itself and resumes without a gap.
+            await page.evaluate("window.iocWall.drop()")
+            await expect(page.locator("#conn")).to_have_attribute("data-state", "closed")
+            newer = window("air.aqi.vn", "city", 142.0, revision=2)
+            await producer.send_and_wait(topics.KPI, newer.to_json(), key=b"city")
+            await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            await expect(aqi_tile.locator(".value")).to_have_text("142")
+            state = await page.evaluate("window.iocWall.state()")
+            assert state["resumes"] == 3  # city, map and alerts subscriptions: all resumed
+
+            await page.wait_for_timeout(600)  # let the charts settle for the picture
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "wall.png"))
+
+            await page.locator("#lang").click()
+            await expect(page.locator(".subtitle")).to_have_text("Intelligent Operations Center")
+            await expect(aqi_tile.locator(".badge")).to_have_text("Poor")
+            # Data stops: the header says how old the last update is.
+            await page.clock.fast_forward("02:30")
+            await expect(page.locator("#staleness")).to_have_text("last update 2 min ago")
+            await expect(page.locator("#staleness")).to_have_class("staleness stale")
+            assert errors == []
+            await browser.close()
+    finally:
+        await commands.stop()
+        await producer.stop()
+
+
+async def next_command(consumer: AIOKafkaConsumer, alert_id: str) -> AlertCommand:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 15
+    while loop.time() < end:
+        for records in (await consumer.getmany(timeout_ms=200)).values():
+            for r in records:
+                cmd = AlertCommand.from_json(r.value)
+                if cmd.alert_id == alert_id:
+                    return cmd
+    raise AssertionError(f"no command for {alert_id} on {topics.ALERT_COMMANDS}")

@@ -1,0 +1,61 @@
+"""Settings of the push server (``IOC_*`` environment variables, passed in explicitly)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # None: snapshots come from the stream only (what this server saw since it started).
+    database_url: str | None = None
+
+    ws_host: str = "127.0.0.1"
+    ws_port: int = Field(default=8080, ge=0, le=65535)  # 0 = any free port (tests)
+    # token -> "viewer" | "operator", optionally ":name" (the name goes into commands' "by").
+    ws_tokens: dict[str, str] = Field(
+        default_factory=lambda: {
+            "wall-viewer": "viewer:wall",
+            "wall-operator": "operator:operator",
+        }
+    )
+    # Token the wall page uses when its own URL has no ?token=.
+    ws_page_token: str = "wall-viewer"
+    # Browser origins allowed besides the server's own (http://host:port, localhost:port).
+    ws_allowed_origins: list[str] = Field(default_factory=list)
+    # Non-browser clients send no Origin header; allow them (they still need a token).
+    ws_allow_missing_origin: bool = True
+
+    ws_max_message_bytes: int = Field(default=16 * 1024, ge=256)
+    ws_max_subscriptions: int = Field(default=16, ge=1)
+    ws_auth_timeout_s: float = Field(default=5.0, gt=0)
+    # Coalescing tick: at most 1/tick update frames per channel per client per second.
+    ws_tick_s: float = Field(default=0.1, gt=0)
+    # A client whose send blocks this long, or whose queue holds more coalesced updates
+    # than ws_max_pending, is disconnected (close code 4008).
+    ws_slow_send_s: float = Field(default=5.0, gt=0)
+    ws_max_pending: int = Field(default=20_000, ge=1)
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0)
+    # Replay buffers (records per channel) for resume after reconnect.
+    ws_kpi_replay: int = Field(default=50_000, ge=1)
+    ws_alert_replay: int = Field(default=5_000, ge=1)
+    # Points per (kpi, scope) kept in memory for charts when the database lacks them.
+    ws_history_points: int = Field(default=240, ge=1)
+    # Read ioc.alerts from the beginning at start so the open alerts are known.
+    ws_alerts_from_beginning: bool = True
+    ws_consumer_poll_ms: int = Field(default=50, ge=1)
+
+    @field_validator("ws_tokens")
+    @classmethod
+    def _roles_are_known(cls, tokens: dict[str, str]) -> dict[str, str]:
+        for token, spec in tokens.items():
+            role = spec.partition(":")[0]
+            if role not in ("viewer", "operator"):
+                raise ValueError(
+                    f"token {token[:4]}…: role must be viewer or operator, not {role!r}"
+                )
+        return tokens

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from events.errors import IocError
 from ioc import services
+from ioc.commands import alerts as alerts_cmd
 from ioc.commands import catalogue as catalogue_cmd
 from ioc.commands import db as db_cmd
 from ioc.commands import ingest as ingest_cmd
@@ -32,6 +33,7 @@ app.command("kpis")(catalogue_cmd.kpis)
 app.command("events")(catalogue_cmd.events)
 app.add_typer(ingest_cmd.app, name="ingest")
 app.add_typer(ws_cmd.app, name="ws")
+app.add_typer(alerts_cmd.app, name="alerts")
 app.command("simulate")(simulate_cmd.simulate)
 console = Console(stderr=True)
 

@@ -27,6 +27,8 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     # the push server) with `python_module(...)` argv and `env`.
     # HTTP (IOC_INGEST_HTTP_PORT, 8081) and MQTT (ioc/events/#) gateways into Kafka.
     components.append(Component("ingest", python_module("ioc", "ingest", "serve"), env))
+    # Alerts: ioc.kpi + ioc.alerts.commands -> ioc.alerts (single instance; see docs/alerts.md).
+    components.append(Component("alerts", python_module("ioc", "alerts", "worker"), env))
     # Push server + wall display (reads ioc.kpi/ioc.alerts itself; IOC_WS_* settings).
     components.append(Component("ws", python_module("ioc", "ws", "serve"), env))
     # Storage: migrations, then the raw-event, KPI and alert sinks into TimescaleDB and the

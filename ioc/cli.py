@@ -16,6 +16,7 @@ from ioc.commands import db as db_cmd
 from ioc.commands import ingest as ingest_cmd
 from ioc.commands import services as services_cmd
 from ioc.commands import simulate as simulate_cmd
+from ioc.commands import streams as streams_cmd
 from ioc.commands import ws as ws_cmd
 from ioc.components import demo_components, wall_display_url
 from ioc.settings import ServiceSettings
@@ -27,8 +28,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(services_cmd.app, name="services")
+app.command("topics")(services_cmd.create_topics)
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(db_cmd.query_app, name="query")
+app.add_typer(streams_cmd.app, name="streams")
 app.command("kpis")(catalogue_cmd.kpis)
 app.command("events")(catalogue_cmd.events)
 app.add_typer(ingest_cmd.app, name="ingest")

@@ -27,6 +27,11 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     # the push server) with `python_module(...)` argv and `env`.
     # HTTP (IOC_INGEST_HTTP_PORT, 8081) and MQTT (ioc/events/#) gateways into Kafka.
     components.append(Component("ingest", python_module("ioc", "ingest", "serve"), env))
+    # Stream worker: ioc.events.* -> windows/KPIs on ioc.kpi, bad records on ioc.deadletter
+    # (health + Prometheus metrics on IOC_STREAMS_HTTP_PORT, 8091).
+    components.append(
+        Component("streams", python_module("ioc", "streams", "worker", "--no-progress"), env)
+    )
     # Alerts: ioc.kpi + ioc.alerts.commands -> ioc.alerts (single instance; see docs/alerts.md).
     components.append(Component("alerts", python_module("ioc", "alerts", "worker"), env))
     # Push server + wall display (reads ioc.kpi/ioc.alerts itself; IOC_WS_* settings).

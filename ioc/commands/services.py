@@ -71,3 +71,18 @@ def show_status(settings: ServiceSettings) -> bool:
         table.add_row(s.name, s.address, health, s.version, s.detail, s.owner)
     Console().print(table)
     return all(s.healthy for s in statuses)
+
+
+def create_topics(
+    bootstrap_servers: str = typer.Option(
+        "127.0.0.1:9092", envvar="IOC_BOOTSTRAP_SERVERS", help="any Kafka-compatible broker"
+    ),
+) -> None:
+    """Create the contract topics with their partition counts (idempotent).
+
+    `ioc services up` does this for the local broker; use it for a production Kafka.
+    """
+    from ioc.services.broker import create_contract_topics
+
+    create_contract_topics(bootstrap_servers, timeout=60)
+    console.print(f"contract topics present on {bootstrap_servers}")

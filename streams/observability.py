@@ -1,0 +1,62 @@
+"""Health and Prometheus metrics of a stream worker, served over HTTP (aiohttp)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+
+class StreamsMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("ioc_streams_events", "Events applied to windows", registry=r)
+        self.replayed = Counter(
+            "ioc_streams_replayed_events",
+            "Replayed events skipped (already in the state)",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "ioc_streams_dead_letters", "Records sent to ioc.deadletter", ["reason"], registry=r
+        )
+        self.kpi_records = Counter("ioc_streams_kpi_records", "KPI records emitted", registry=r)
+        self.checkpoints = Counter(
+            "ioc_streams_checkpoints", "State snapshots committed", registry=r
+        )
+        self.watermark = Gauge(
+            "ioc_streams_watermark_ms",
+            "Watermark (epoch ms) per source partition",
+            ["source"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "ioc_streams_lag", "Consumer lag (records) per source partition", ["source"], registry=r
+        )
+
+
+async def serve(
+    host: str, port: int, metrics: StreamsMetrics, health: Callable[[], dict[str, Any]]
+) -> web.AppRunner:
+    async def health_handler(_request: web.Request) -> web.Response:
+        return web.json_response(health())
+
+    async def metrics_handler(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/health", health_handler)
+    app.router.add_get("/metrics", metrics_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

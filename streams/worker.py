@@ -1,0 +1,414 @@
+"""The stream worker: thin aiokafka adapters around the sans-I/O stages.
+
+Why aiokafka and not Faust agents: the per-record cost of Faust's consumer hand-off
+(a task and futures per record, the Event object, the conductor) caps a Faust agent at
+a few thousand events/s on this machine (see docs/streams.md and
+``benchmarks/bench_streams.py``, which measures both in the same run). The adapters here
+poll batches with ``getmany`` and hand whole batches to plain classes, so the only
+per-event work is decoding, validating and folding into a pane.
+
+Stage 1 (:class:`EventStage`, group ``<group_id>``): consumes every ``ioc.events.*``
+topic; one :class:`~streams.aggregator.PartitionAggregator` per source partition.
+Every ``publish_interval_s`` it publishes changed pane partials and watermarks to the
+partials topic; every ``checkpoint_interval_s`` it writes each partition's snapshot to the
+state topic, waits for the broker's acks, and only then commits the source offsets.
+
+Stage 2 (:class:`MergeStage`, group ``<group_id>-merge``): consumes the partials
+topic; one :class:`~streams.merger.KpiMerger` per partials partition. Every
+``flush_interval_s`` it emits due KPI records; every ``checkpoint_interval_s`` (when
+something changed) it writes its snapshot incrementally (changed pane cells, tombstones,
+one meta record with windows, watermarks and position), waits for the acks, then
+commits. A window emits at most once per flush, so a restored merger raises every
+revision by the flushes of one checkpoint interval (+1): revisions keep growing across
+crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from events.topics import DOMAINS
+from streams.aggregator import PartitionAggregator
+from streams.kpis import KpiIndex
+from streams.merger import KpiMerger
+from streams.observability import StreamsMetrics, serve
+from streams.settings import StreamsSettings
+from streams.state import ensure_topics, load_snapshots
+from streams.wire import (
+    WATERMARK_KEY,
+    decode_internal,
+    encode_pane,
+    encode_watermarks,
+    pane_key,
+    stage1_state_key,
+    stage2_cell_key,
+    stage2_meta_key,
+    stage2_prefix,
+)
+
+log = structlog.get_logger("streams")
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        on_revoked: Callable[[set[TopicPartition]], Awaitable[None]],
+        on_assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+    ) -> None:
+        self._revoked = on_revoked
+        self._assigned = on_assigned
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._assigned(set(assigned))
+
+
+def _refetch(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    # Still assigned (restore running): rewind; revoked meanwhile: the new owner reads it.
+    with contextlib.suppress(Exception):
+        if tp in consumer.assignment():
+            consumer.seek(tp, offset)
+
+
+def _consumer(settings: StreamsSettings, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.max_poll_records,
+        fetch_max_bytes=settings.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        fetch_max_wait_ms=100,
+        session_timeout_ms=settings.session_timeout_ms,
+        rebalance_timeout_ms=settings.rebalance_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+    )
+
+
+class EventStage:
+    """Stage 1: events -> pane partials, exact under crashes."""
+
+    def __init__(
+        self,
+        settings: StreamsSettings,
+        index: KpiIndex,
+        producer: AIOKafkaProducer,
+        metrics: StreamsMetrics,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.config = settings.engine_config()
+        self.producer = producer
+        self.metrics = metrics
+        self.consumer = _consumer(settings, settings.group_id)
+        self.aggs: dict[TopicPartition, PartitionAggregator] = {}
+        self.pending: list[asyncio.Future[Any]] = []
+        self._committed: dict[TopicPartition, int] = {}
+
+    async def _restore(self, assigned: set[TopicPartition]) -> None:
+        snaps = await load_snapshots(self.settings, b"events|")
+        for tp in sorted(assigned):
+            agg = PartitionAggregator(tp.topic, tp.partition, self.index, self.config)
+            snap = snaps.get(stage1_state_key(agg.source))
+            if snap is not None:
+                agg.restore(snap)
+                # Resume right after the state; offsets before are in it already.
+                self.consumer.seek(tp, agg.applied + 1)
+            self.aggs[tp] = agg
+        log.info("stage1.assigned", partitions=len(assigned), restored=len(snaps))
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        with contextlib.suppress(Exception):
+            await self.checkpoint(only=revoked)
+        for tp in revoked:
+            self.aggs.pop(tp, None)
+
+    async def publish(self) -> None:
+        """Send changed pane partials and the watermarks to the second stage."""
+        s = self.settings
+        send = self.producer.send
+        for agg in self.aggs.values():
+            for u in agg.take_changes():
+                self.pending.append(await send(s.partials_topic, encode_pane(u), key=pane_key(u)))
+        if self.aggs:
+            now = time.monotonic()
+            counts = self.consumer.partitions_for_topic
+            reports = [agg.report(now, len(counts(agg.topic) or ())) for agg in self.aggs.values()]
+            body = encode_watermarks(reports)
+            for part in range(s.partials_partitions):
+                self.pending.append(
+                    await send(s.partials_topic, body, key=WATERMARK_KEY, partition=part)
+                )
+            for r in reports:
+                if r.watermark_ms is not None:
+                    self.metrics.watermark.labels(r.source).set(r.watermark_ms)
+
+    async def checkpoint(self, only: set[TopicPartition] | None = None) -> None:
+        """Publish, store every snapshot durably, then commit the source offsets."""
+        await self.publish()
+        offsets: dict[TopicPartition, int] = {}
+        for tp, agg in self.aggs.items():
+            if (only is not None and tp not in only) or agg.applied < 0:
+                continue
+            if self._committed.get(tp) == agg.applied + 1:
+                continue
+            snap = orjson.dumps(agg.snapshot())
+            self.pending.append(
+                await self.producer.send(
+                    self.settings.state_topic, snap, key=stage1_state_key(agg.source)
+                )
+            )
+            offsets[tp] = agg.applied + 1
+        pending, self.pending = self.pending, []
+        if pending:
+            await asyncio.gather(*pending)
+        if offsets:
+            await self.consumer.commit(offsets)
+            self._committed.update(offsets)
+            self.metrics.checkpoints.inc()
+
+    def _refetch(self, tp: TopicPartition, offset: int) -> None:
+        _refetch(self.consumer, tp, offset)
+
+    def _lag(self) -> None:
+        for tp, agg in self.aggs.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                self.metrics.lag.labels(agg.source).set(max(0, high - agg.applied - 1))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        self.consumer.subscribe(
+            [s.events_topic_prefix + d for d in DOMAINS],
+            listener=_Listener(self._revoke, self._restore),
+        )
+        await self.consumer.start()
+        next_publish = next_checkpoint = time.monotonic()
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=s.max_poll_records)
+                # A full batch means a backlog: then partials go out with the checkpoints
+                # only (each pane is sent once per second, not once per quarter second).
+                catching_up = sum(len(r) for r in batch.values()) >= s.max_poll_records // 2
+                for tp, records in batch.items():
+                    agg = self.aggs.get(tp)
+                    if agg is None:
+                        # Fetched while its state is still being restored (the rebalance
+                        # callback runs concurrently): fetch these again afterwards.
+                        self._refetch(tp, records[0].offset)
+                        continue
+                    before, skipped = agg.processed, agg.skipped
+                    for dl in agg.process(records):
+                        self.metrics.dead_letters.labels(dl.reason).inc()
+                        self.pending.append(
+                            await self.producer.send(s.deadletter_topic, dl.to_json(), key=dl.key)
+                        )
+                    self.metrics.events.inc(agg.processed - before)
+                    self.metrics.replayed.inc(agg.skipped - skipped)
+                now = time.monotonic()
+                if now >= next_checkpoint:
+                    await self.checkpoint()
+                    self._lag()
+                    next_checkpoint = now + s.checkpoint_interval_s
+                    next_publish = now + s.publish_interval_s
+                elif now >= next_publish and not catching_up:
+                    await self.publish()
+                    next_publish = now + s.publish_interval_s
+            await self.checkpoint()
+        finally:
+            await self.consumer.stop()
+
+
+class MergeStage:
+    """Stage 2: pane partials of every source partition -> KPI records on ``ioc.kpi``."""
+
+    def __init__(
+        self,
+        settings: StreamsSettings,
+        index: KpiIndex,
+        producer: AIOKafkaProducer,
+        metrics: StreamsMetrics,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.config = settings.engine_config()
+        self.producer = producer
+        self.metrics = metrics
+        self.group = f"{settings.group_id}-merge"
+        self.consumer = _consumer(settings, self.group)
+        self.mergers: dict[TopicPartition, KpiMerger] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.on_records: Callable[[list[Any]], None] | None = None  # hook for benchmarks
+        # Snapshots go out every checkpoint interval; a window emits at most once per
+        # flush, so after a crash revisions jump by the flushes of one interval (+1).
+        self._bump = int(settings.checkpoint_interval_s / settings.flush_interval_s) + 2
+
+    async def _restore(self, assigned: set[TopicPartition]) -> None:
+        snaps = await load_snapshots(self.settings, f"merge|{self.group}|".encode())
+        for tp in sorted(assigned):
+            merger = KpiMerger(self.index, self.config)
+            meta = snaps.get(stage2_meta_key(self.group, tp.partition))
+            if meta is not None:
+                merger.restore_meta(meta)
+                prefix = stage2_prefix(self.group, tp.partition) + b"cell|"
+                for key, state in snaps.items():
+                    if key.startswith(prefix):
+                        kpi, scope, pane = key[len(prefix) :].decode().rsplit("|", 2)
+                        merger.restore_cell(kpi, scope, int(pane), state)
+                # Flushes after the last snapshot may have emitted (at most once per
+                # window each) before the crash: the bump keeps later revisions above.
+                for ws in merger.windows.values():
+                    ws.revision += int(meta["revision_bump"])
+                self.consumer.seek(tp, int(meta["position"]))
+                self.positions[tp] = int(meta["position"])
+            self.mergers[tp] = merger
+        log.info("stage2.assigned", partitions=len(assigned))
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        with contextlib.suppress(Exception):
+            await self.flush(only=revoked, force_snapshot=True)
+        for tp in revoked:
+            self.mergers.pop(tp, None)
+            self.positions.pop(tp, None)
+
+    async def flush(
+        self, only: set[TopicPartition] | None = None, force_snapshot: bool = False
+    ) -> int:
+        """Emit due records; with ``force_snapshot`` also store the state and commit.
+        Returns the number of records emitted."""
+        pending: list[asyncio.Future[Any]] = []
+        offsets: dict[TopicPartition, int] = {}
+        emitted: list[Any] = []
+        now = time.monotonic()
+        for tp, merger in self.mergers.items():
+            if only is not None and tp not in only:
+                continue
+            records = merger.flush(now)
+            for rec in records:
+                pending.append(
+                    await self.producer.send(
+                        self.settings.kpi_topic, rec.to_json(), key=rec.key.encode()
+                    )
+                )
+            emitted.extend(records)
+            pos = self.positions.get(tp)
+            if pos is None or not force_snapshot:
+                continue
+            send = self.producer.send
+            state_topic = self.settings.state_topic
+            for (kpi, scope, pane), state in merger.take_cell_changes():
+                key = stage2_cell_key(self.group, tp.partition, kpi, scope, pane)
+                value = orjson.dumps(state) if state is not None else None
+                pending.append(await send(state_topic, value, key=key))
+            meta = {**merger.snapshot_meta(), "position": pos, "revision_bump": self._bump}
+            pending.append(
+                await send(
+                    state_topic, orjson.dumps(meta), key=stage2_meta_key(self.group, tp.partition)
+                )
+            )
+            offsets[tp] = pos
+        if pending:
+            await asyncio.gather(*pending)
+        if offsets:
+            await self.consumer.commit(offsets)
+        if emitted:
+            self.metrics.kpi_records.inc(len(emitted))
+            if self.on_records is not None:
+                self.on_records(emitted)
+        return len(emitted)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        self.consumer.subscribe([s.partials_topic], listener=_Listener(self._revoke, self._restore))
+        await self.consumer.start()
+        next_flush = next_checkpoint = time.monotonic()
+        dirty = False  # input or output since the last snapshot
+        try:
+            while not stop.is_set():
+                timeout = max(0, int((next_flush - time.monotonic()) * 1000))
+                batch = await self.consumer.getmany(timeout_ms=timeout, max_records=50_000)
+                for tp, records in batch.items():
+                    merger = self.mergers.get(tp)
+                    if merger is None:
+                        _refetch(self.consumer, tp, records[0].offset)
+                        continue
+                    for rec in records:
+                        item = decode_internal(rec.value or b"")
+                        if isinstance(item, list):
+                            for report in item:
+                                merger.apply_watermark(report)
+                        else:
+                            merger.apply_pane(item)
+                    self.positions[tp] = records[-1].offset + 1
+                    dirty = True
+                now = time.monotonic()
+                if now >= next_flush:
+                    # Snapshots only when something changed: an idle merger stays quiet.
+                    snapshot = dirty and now >= next_checkpoint
+                    if await self.flush(force_snapshot=snapshot):
+                        dirty = True
+                    if snapshot:
+                        dirty = False
+                        next_checkpoint = now + s.checkpoint_interval_s
+                    next_flush = now + s.flush_interval_s
+            await self.flush(force_snapshot=True)
+        finally:
+            await self.consumer.stop()
+
+
+class Worker:
+    """Both stages, one producer, and the health/metrics endpoint."""
+
+    def __init__(self, settings: StreamsSettings, index: KpiIndex | None = None) -> None:
+        self.settings = settings
+        self.index = index or KpiIndex.from_catalogue()
+        self.metrics = StreamsMetrics()
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
+        )
+        self.events = EventStage(settings, self.index, self.producer, self.metrics)
+        self.merge = MergeStage(settings, self.index, self.producer, self.metrics)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "source_partitions": sorted(a.source for a in self.events.aggs.values()),
+            "merge_partitions": sorted(tp.partition for tp in self.merge.mergers),
+            "events": sum(a.processed for a in self.events.aggs.values()),
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        await ensure_topics(s)
+        await self.producer.start()
+        runner = None
+        if s.http_port:
+            runner = await serve(s.http_host, s.http_port, self.metrics, self.health)
+        log.info("worker.started", bootstrap=s.bootstrap_servers, http_port=s.http_port)
+        try:
+            tasks = [
+                asyncio.create_task(self.events.run(stop)),
+                asyncio.create_task(self.merge.run(stop)),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            stop.set()
+            await asyncio.gather(*tasks)
+        finally:
+            await self.producer.stop()
+            if runner is not None:
+                await runner.cleanup()

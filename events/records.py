@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -209,6 +209,21 @@ class AlertCommand:
         return cmd
 
 
+class ConsumedRecord(Protocol):
+    """What a dead letter needs of a consumed Kafka record (aiokafka's ConsumerRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record some component could not use (topic ``ioc.deadletter``, original key)."""
@@ -222,6 +237,20 @@ class DeadLetter:
     key: bytes | None = None
     component: str = ""
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of(cls, record: ConsumedRecord, reason: str, detail: str, component: str) -> DeadLetter:
+        """The dead letter of a consumed record, with its origin."""
+        return cls(
+            reason=reason,
+            detail=detail,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            value=record.value or b"",
+            key=record.key,
+            component=component,
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(

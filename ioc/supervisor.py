@@ -68,7 +68,10 @@ class Supervisor:
             assert proc.stdout is not None
             async for raw in proc.stdout:
                 line = raw.decode(errors="replace").rstrip()
-                self._console.print(f"{self._prefix[component.name]} {escape(line)}")
+                # soft_wrap: a JSON log line stays one line, whatever the terminal width
+                self._console.print(
+                    f"{self._prefix[component.name]} {escape(line)}", soft_wrap=True
+                )
             code = await proc.wait()
             if self._stopping.is_set():
                 return

@@ -6,7 +6,6 @@ the dead letters of the records that break the contract, so nothing is dropped s
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,8 +13,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from events.envelope import decode
 from events.errors import InvalidEventError
-from events.records import AlertRecord, DeadLetter, KpiRecord, parse_time
+from events.records import AlertRecord, DeadLetter, KpiRecord
 
 Row = tuple[Any, ...]
 
@@ -78,16 +78,7 @@ class PreparedBatch:
 
 
 def dead_letter(record: SourceRecord, reason: str, detail: str, component: str) -> DeadLetter:
-    return DeadLetter(
-        reason=reason,
-        detail=detail,
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        value=record.value or b"",
-        key=record.key,
-        component=component,
-    )
+    return DeadLetter.of(record, reason, detail, component)
 
 
 def kpi_row(rec: KpiRecord) -> Row:
@@ -127,50 +118,16 @@ def alert_row(rec: AlertRecord) -> Row:
     )
 
 
-def _fallback_event_row(raw: bytes) -> Row:
-    """Envelope check used only until ``events.envelope`` exists (CloudEvents basics)."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEventError("undecodable", str(exc)) from exc
-    if not isinstance(obj, dict):
-        raise InvalidEventError("not_an_object", "an event is a JSON object")
-    for name in ("id", "source", "type", "time"):
-        if not isinstance(obj.get(name), str) or not obj[name]:
-            raise InvalidEventError("missing_attribute", f"event lacks {name!r}")
-    if obj.get("specversion") != "1.0":
-        raise InvalidEventError("unsupported_specversion", repr(obj.get("specversion")))
-    data = obj.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("district"), str):
-        raise InvalidEventError("missing_field", "data.district is required")
-    return (
-        parse_time(obj["time"]),
-        obj["type"],
-        obj["source"],
-        obj["id"],
-        data["district"],
-        orjson.dumps(data).decode(),
-    )
-
-
-def _envelope_event_row() -> Callable[[bytes], Row] | None:
-    try:
-        envelope = importlib.import_module("events.envelope")
-    except ImportError:
-        return None
-    decode = envelope.decode
-
-    def row(raw: bytes) -> Row:
-        ev = decode(raw)
-        t: datetime = ev.time
-        return (t, ev.type, ev.source, ev.id, ev.district, orjson.dumps(ev.data).decode())
-
-    return row
+def event_row(raw: bytes) -> Row:
+    """Decode and validate one raw event (full catalogue validation) into a table row."""
+    ev = decode(raw)
+    t: datetime = ev.time
+    return (t, ev.type, ev.source, ev.id, ev.district, orjson.dumps(ev.data).decode())
 
 
 def event_row_decoder() -> Callable[[bytes], Row]:
-    """``events.envelope.decode`` (full catalogue validation) as a row builder."""
-    return _envelope_event_row() or _fallback_event_row
+    """The row builder of the raw-event sink (a seam for tests and benchmarks)."""
+    return event_row
 
 
 def event_rows(

@@ -28,7 +28,7 @@ from events import topics
 from events.records import DeadLetter
 from storage.metrics import SinkMetrics
 from storage.rows import PreparedBatch, Row, SourceRecord, dead_letter
-from storage.writers import StagedMerge
+from storage.writers import BatchWriter
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +53,7 @@ class SinkSpec:
     name: str
     topics: tuple[str, ...]
     group_id: str
-    merge: StagedMerge
+    merge: BatchWriter
     prepare: Callable[[Sequence[SourceRecord]], PreparedBatch]
     batch_rows: int
     batch_ms: int

@@ -173,12 +173,16 @@ async def test_duplicate_raw_events_are_ignored(db: asyncpg.Connection) -> None:
             "HK",
             orjson.dumps({"district": "HK", "pm25": i}).decode(),
         )
-        for i in range(100)
+        for i in range(130)
     ]
-    assert await writers.RAW_EVENTS.write(db, rows) == 100
-    assert await writers.RAW_EVENTS.write(db, rows[50:] + rows[:10] + rows[:10]) == 0
+    # New rows: the bare COPY takes them.
+    assert await writers.RAW_EVENTS.write(db, rows[:100]) == 100
+    # Only stored rows (a replay), with repeats inside the batch: nothing changes.
+    assert await writers.RAW_EVENTS.write(db, rows[50:100] + rows[:10] + rows[:10]) == 0
+    # Stored and new rows mixed: the COPY is refused whole, the staged merge keeps the new.
+    assert await writers.RAW_EVENTS.write(db, rows[90:130]) == 30
     count = await db.fetchval("SELECT count(*) FROM events WHERE source = $1", source)
-    assert count == 100
+    assert count == 130
 
 
 def alert(alert_id: str, state: str, revision: int, minute: int) -> AlertRecord:

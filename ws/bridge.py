@@ -86,18 +86,7 @@ class KafkaBridge:
                         else:
                             alerts.append(AlertRecord.from_json(msg.value))
                     except InvalidEventError as exc:
-                        dead.append(
-                            DeadLetter(
-                                reason=exc.reason,
-                                detail=exc.detail,
-                                source_topic=tp.topic,
-                                source_partition=tp.partition,
-                                source_offset=msg.offset,
-                                value=msg.value or b"",
-                                key=msg.key,
-                                component="ws",
-                            )
-                        )
+                        dead.append(DeadLetter.of(msg, exc.reason, exc.detail, "ws"))
             if kpis:
                 self._server.on_kpis(kpis)
             if alerts:

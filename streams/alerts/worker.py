@@ -307,16 +307,7 @@ class AlertsWorker:
 
     @staticmethod
     def _letter(msg: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> DeadLetter:
-        return DeadLetter(
-            reason=reason,
-            detail=detail,
-            source_topic=msg.topic,
-            source_partition=msg.partition,
-            source_offset=msg.offset,
-            value=msg.value or b"",
-            key=msg.key,
-            component=COMPONENT,
-        )
+        return DeadLetter.of(msg, reason, detail, COMPONENT)
 
     # ---- health and metrics ----------------------------------------------------
 

@@ -175,11 +175,11 @@ async def test_duplicate_raw_events_are_ignored(db: asyncpg.Connection) -> None:
         )
         for i in range(130)
     ]
-    # New rows: the bare COPY takes them.
+    # New rows: the plain insert takes them.
     assert await writers.RAW_EVENTS.write(db, rows[:100]) == 100
     # Only stored rows (a replay), with repeats inside the batch: nothing changes.
     assert await writers.RAW_EVENTS.write(db, rows[50:100] + rows[:10] + rows[:10]) == 0
-    # Stored and new rows mixed: the COPY is refused whole, the staged merge keeps the new.
+    # Stored and new rows mixed: the insert is refused whole, the merge keeps the new ones.
     assert await writers.RAW_EVENTS.write(db, rows[90:130]) == 30
     count = await db.fetchval("SELECT count(*) FROM events WHERE source = $1", source)
     assert count == 130

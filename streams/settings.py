@@ -52,6 +52,9 @@ class StreamsSettings(BaseSettings):
     session_timeout_ms: int = 10_000
     rebalance_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
+    # How long reading the state topic back may take before the worker gives up (and exits
+    # for its supervisor to restart it) rather than run partitions without their state.
+    restore_timeout_s: float = 120.0
 
     # Health and Prometheus metrics; 0 disables the HTTP server.
     http_host: str = "127.0.0.1"

@@ -10,13 +10,16 @@ engine does not compact, so there it grows with the run (see docs/streams.md).
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from events.errors import ServiceError
 from streams.settings import StreamsSettings
 
 
@@ -39,6 +42,43 @@ async def ensure_topics(settings: StreamsSettings) -> None:
         await admin.close()
 
 
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    handle: Callable[[TopicPartition, list[ConsumerRecord[bytes, bytes]]], None],
+    *,
+    max_records: int = 10_000,
+    timeout_s: float = 120.0,
+) -> None:
+    """Hand every record of ``tps``, from their current positions to their ends, to ``handle``.
+
+    The end is the high watermark of the fetch responses, not ``end_offsets()``: Tansu
+    answers ListOffsets(latest) with the last *batch* (base offset + 1), so a reader that
+    trusted it would miss that batch. aiokafka learns the high watermark of every assigned
+    partition from its first fetch, even an empty one. Stopping early is never an option
+    (a state read that stops early restores old or no state: lost events), so a broker that
+    does not deliver the end in ``timeout_s`` is an error.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batch = await consumer.getmany(*tps, timeout_ms=250, max_records=max_records)
+        for tp, records in batch.items():
+            handle(tp, records)
+        highs = [consumer.highwater(tp) for tp in tps]
+        positions = [await consumer.position(tp) for tp in tps]
+        if all(h is not None and p >= h for h, p in zip(highs, positions, strict=True)):
+            return
+        if time.monotonic() > deadline:
+            behind = {
+                f"{tp.topic}:{tp.partition}": (p, h)
+                for tp, p, h in zip(tps, positions, highs, strict=True)
+            }
+            raise ServiceError(
+                f"the broker did not deliver the end of {behind} (position, high watermark) "
+                f"within {timeout_s:.0f} s; is it overloaded or unreachable?"
+            )
+
+
 async def load_snapshots(settings: StreamsSettings, prefix: bytes) -> dict[bytes, dict[str, Any]]:
     """The newest snapshot of every key starting with ``prefix``."""
     tp = TopicPartition(settings.state_topic, 0)
@@ -50,26 +90,20 @@ async def load_snapshots(settings: StreamsSettings, prefix: bytes) -> dict[bytes
     )
     await consumer.start()
     out: dict[bytes, dict[str, Any]] = {}
+
+    def keep(_: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for rec in records:
+            if rec.key is None or not rec.key.startswith(prefix):
+                continue
+            if rec.value:
+                out[rec.key] = orjson.loads(rec.value)
+            else:  # a tombstone: the state of this key was dropped
+                out.pop(rec.key, None)
+
     try:
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        # Tansu answers ListOffsets(latest) wrongly, so the end is the high watermark of
-        # the fetch responses; an empty topic may send none, hence the empty-poll limit.
-        empty_polls = 0
-        while empty_polls < 6:
-            batch = await consumer.getmany(tp, timeout_ms=250, max_records=10_000)
-            records = batch.get(tp, [])
-            for rec in records:
-                if rec.key is None or not rec.key.startswith(prefix):
-                    continue
-                if rec.value:
-                    out[rec.key] = orjson.loads(rec.value)
-                else:  # a tombstone: the state of this key was dropped
-                    out.pop(rec.key, None)
-            high = consumer.highwater(tp)
-            if high is not None and await consumer.position(tp) >= high:
-                break
-            empty_polls = 0 if records else empty_polls + 1
+        await read_to_end(consumer, [tp], keep, timeout_s=settings.restore_timeout_s)
     finally:
         await consumer.stop()
     return out

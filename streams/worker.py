@@ -65,12 +65,23 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> None:
         self._revoked = on_revoked
         self._assigned = on_assigned
+        # aiokafka logs and swallows a listener's exception and goes on consuming; a stage
+        # must not run partitions whose state it could not restore, so its loop re-raises.
+        self.failure: BaseException | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._assigned(set(assigned))
+        try:
+            await self._assigned(set(assigned))
+        except Exception as exc:
+            log.error("restore.failed", error=str(exc))
+            self.failure = exc
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
 
 def _refetch(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
@@ -189,15 +200,14 @@ class EventStage:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.consumer.subscribe(
-            [s.events_topic_prefix + d for d in DOMAINS],
-            listener=_Listener(self._revoke, self._restore),
-        )
+        listener = _Listener(self._revoke, self._restore)
+        self.consumer.subscribe([s.events_topic_prefix + d for d in DOMAINS], listener=listener)
         await self.consumer.start()
         next_publish = next_checkpoint = time.monotonic()
         try:
             while not stop.is_set():
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=s.max_poll_records)
+                listener.check()
                 # A full batch means a backlog: then partials go out with the checkpoints
                 # only (each pane is sent once per second, not once per quarter second).
                 catching_up = sum(len(r) for r in batch.values()) >= s.max_poll_records // 2
@@ -330,7 +340,8 @@ class MergeStage:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.consumer.subscribe([s.partials_topic], listener=_Listener(self._revoke, self._restore))
+        listener = _Listener(self._revoke, self._restore)
+        self.consumer.subscribe([s.partials_topic], listener=listener)
         await self.consumer.start()
         next_flush = next_checkpoint = time.monotonic()
         dirty = False  # input or output since the last snapshot
@@ -338,6 +349,7 @@ class MergeStage:
             while not stop.is_set():
                 timeout = max(0, int((next_flush - time.monotonic()) * 1000))
                 batch = await self.consumer.getmany(timeout_ms=timeout, max_records=50_000)
+                listener.check()
                 for tp, records in batch.items():
                     merger = self.mergers.get(tp)
                     if merger is None:

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from events.records import DeadLetter, KpiRecord
 from events.topics import DOMAINS
+from streams.state import read_to_end
 from tests.streams_helpers import T0, air
 
 pytestmark = pytest.mark.integration
@@ -146,17 +147,7 @@ async def _read_all(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        # Tansu answers ListOffsets(latest) wrongly: read up to the fetch high watermark.
-        empty = 0
-        while empty < 4:
-            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
-            for recs in batch.values():
-                out.extend(r.value for r in recs if r.value is not None)
-            highs = [consumer.highwater(tp) for tp in tps]
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(h is not None and p >= h for h, p in zip(highs, positions, strict=True)):
-                break
-            empty = 0 if batch else empty + 1
+        await read_to_end(consumer, tps, lambda _, rs: out.extend(r.value for r in rs if r.value))
     finally:
         await consumer.stop()
     return out
@@ -310,14 +301,23 @@ async def test_exact_under_sigkill_and_same_with_two_workers(
     assert kills == 3
 
     async def complete(group: str) -> dict[str, KpiRecord]:
+        seen: dict[int, int | None] = {}
+
         async def check() -> dict[str, KpiRecord] | None:
             latest = await _latest_kpis(bootstrap_servers, t.kpi(group))
             finals = _finals(latest, "air.pm25.avg")
             counts = {w: finals[w].count for w in expected if w in finals}
+            seen.clear()
+            seen.update({w: counts.get(w) for w in expected if counts.get(w) != expected[w]})
             return latest if counts == expected else None
 
         # Late partials re-emit a window with a higher revision, so wait for the counts.
-        result: dict[str, KpiRecord] = await _wait_for(check, 120, f"exact finals of {group}")
+        try:
+            result: dict[str, KpiRecord] = await _wait_for(check, 120, f"finals of {group}")
+        except AssertionError:
+            wrong = {(w - T0) // MIN: (c, expected[w]) for w, c in seen.items()}
+            logs = f"{tmp_path}/{group}-*.log"
+            raise AssertionError(f"{group}: minute -> (got, want) {wrong}; see {logs}") from None
         return result
 
     single = await complete("single")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -14,11 +15,17 @@ app = typer.Typer(help="Stream processing: event-time windows and KPIs.", no_arg
 console = Console(stderr=True)
 
 
-async def _run(show_progress: bool) -> None:
+async def _run(show_progress: bool, engine: str = "aiokafka") -> None:
     from streams.settings import StreamsSettings
     from streams.worker import Worker
 
-    worker = Worker(StreamsSettings())
+    worker: Any
+    if engine == "faust":
+        from streams.faust_app import FaustStreamsHost
+
+        worker = FaustStreamsHost(StreamsSettings())
+    else:
+        worker = Worker(StreamsSettings())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -42,7 +49,14 @@ async def _run(show_progress: bool) -> None:
 @app.command()
 def worker(
     progress: bool = typer.Option(True, help="show a live progress line on the terminal"),
+    engine: str = typer.Option(
+        "aiokafka",
+        envvar="IOC_STREAMS_ENGINE",
+        help="aiokafka: getmany adapters (fastest); faust: the same stages hosted by a faust.App",
+    ),
 ) -> None:
     """Run a stream worker until Ctrl-C (settings from IOC_STREAMS_* and IOC_BOOTSTRAP_SERVERS)."""
+    if engine not in ("aiokafka", "faust"):
+        raise typer.BadParameter("engine must be 'aiokafka' or 'faust'", param_hint="--engine")
     configure_logging("streams")
-    asyncio.run(_run(progress and console.is_terminal))
+    asyncio.run(_run(progress and console.is_terminal, engine))

@@ -1,0 +1,123 @@
+"""The Faust-hosted stream worker (`ioc streams worker --engine faust`) against the real broker.
+
+Same known event sets and checks as tests/test_streams_integration.py, with the stages
+driven by a ``faust.App`` (streams/faust_app.py): exact final KPI records, and no loss or
+double count when a second worker joins mid-stream and one is SIGKILLed and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from events.records import KpiRecord
+from tests.streams_helpers import T0, air
+from tests.test_streams_integration import (
+    MIN,
+    PARTITIONS,
+    Topics,
+    Workers,
+    _create,
+    _finals,
+    _latest_kpis,
+    _produce,
+    _wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def workers_factory() -> Iterator[list[Workers]]:
+    made: list[Workers] = []
+    yield made
+    for w in made:
+        w.stop_all()
+
+
+def _faust_env(t: Topics, bootstrap: str, group: str) -> dict[str, str]:
+    return {**t.env(bootstrap, group), "IOC_STREAMS_ENGINE": "faust"}
+
+
+async def test_faust_hosted_worker_gives_exact_kpis(
+    bootstrap_servers: str, workers_factory: list[Workers], tmp_path: Path
+) -> None:
+    t = Topics()
+    await _create(bootstrap_servers, t, ("fa",))
+    workers = Workers(_faust_env(t, bootstrap_servers, "fa"), tmp_path)
+    workers_factory.append(workers)
+    workers.start()
+    values: list[tuple[int, bytes]] = []
+    expected: dict[int, list[float]] = {}
+    for i in range(1200):
+        t_ms = T0 + i * 150
+        pm = float(10 + i % 50)
+        values.append((i % PARTITIONS, air(t_ms, pm25=pm, station_id=f"HD-AQ-{i % 3:03d}")))
+        expected.setdefault(t_ms - t_ms % MIN, []).append(pm)
+    values += [(p, air(T0 + 10 * MIN)) for p in range(PARTITIONS)]
+    await _produce(bootstrap_servers, t.air, values)
+
+    async def done() -> dict[int, KpiRecord] | None:
+        finals = _finals(await _latest_kpis(bootstrap_servers, t.kpi("fa")), "air.pm25.avg")
+        return finals if all(w in finals for w in expected) else None
+
+    finals = await _wait_for(done, 60, "final KPI records")
+    for w, pms in expected.items():
+        rec = finals[w]
+        assert rec.count == len(pms)
+        assert rec.value == pytest.approx(sum(pms) / len(pms))
+        assert (rec.min, rec.max) == (min(pms), max(pms))
+    latest = await _latest_kpis(bootstrap_servers, t.kpi("fa"))
+    stations = _finals(latest, "air.pm25.avg", "station:HD-AQ-001")
+    assert stations[T0].count == sum(1 for i in range(400) if i % 3 == 1)
+    log = (tmp_path / f"{workers.group}-0.log").read_text()
+    assert '"engine": "faust"' in log or "engine=faust" in log
+
+
+async def test_faust_hosted_workers_exact_under_rebalance_and_sigkill(
+    bootstrap_servers: str, workers_factory: list[Workers], tmp_path: Path
+) -> None:
+    t = Topics()
+    await _create(bootstrap_servers, t, ("fk",))
+    n = 12_000
+    values = [
+        (i % PARTITIONS, air(T0 + i * 50, event_id=f"e{i}", pm25=float(i % 97))) for i in range(n)
+    ]  # 10 minutes of event time, every event distinct
+    expected: dict[int, int] = {}
+    for i in range(n):
+        w = T0 + i * 50 - (T0 + i * 50) % MIN
+        expected[w] = expected.get(w, 0) + 1
+
+    workers = Workers(_faust_env(t, bootstrap_servers, "fk"), tmp_path)
+    workers_factory.append(workers)
+    proc = workers.start()
+    await workers.wait_assigned(0)
+    slices = 4
+    step = n // slices
+    for k in range(slices):
+        await _produce(bootstrap_servers, t.air, values[k * step : (k + 1) * step])
+        if k == 0:
+            # A second worker joins mid-stream: the group rebalances, half of the
+            # partitions move with their state (checkpoint on revoke, restore on assign).
+            workers.start()
+            await workers.wait_assigned(1)
+        if k == 1:
+            await asyncio.sleep(3.0)  # past a few checkpoints, then a crash mid-stream
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+            proc = workers.start()
+    await _produce(bootstrap_servers, t.air, [(p, air(T0 + 30 * MIN)) for p in range(PARTITIONS)])
+
+    async def exact() -> dict[int, int] | None:
+        finals = _finals(await _latest_kpis(bootstrap_servers, t.kpi("fk")), "air.pm25.avg")
+        counts = {w: finals[w].count for w in expected if w in finals}
+        return counts if counts == expected else None
+
+    counts = await _wait_for(exact, 75, "exact finals after SIGKILL")
+    assert counts == expected  # no loss, no double count
+    log = (tmp_path / f"{workers.group}-2.log").read_text()
+    assert "stage1.assigned" in log  # the restarted worker restored and took over

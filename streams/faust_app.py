@@ -36,17 +36,15 @@ from typing import Any, cast
 
 import faust
 import structlog
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from faust.types import TP
 
 from events.topics import DOMAINS
 from streams.faust_consumer import BatchConsumer, BatchTransport
 from streams.kpis import KpiIndex
-from streams.observability import StreamsMetrics, serve
 from streams.settings import StreamsSettings
-from streams.state import ensure_topics
 from streams.wire import decode_internal
-from streams.worker import EventStage, MergeStage
+from streams.worker import Worker
 
 log = structlog.get_logger("streams")
 
@@ -96,28 +94,19 @@ class _FaustConsumerView:
         return assigned
 
 
-class FaustStreamsHost:
-    """Both stages, one producer and the health/metrics endpoint, hosted by a Faust app."""
+class FaustStreamsHost(Worker):
+    """The worker with its stages driven by a Faust app instead of two aiokafka loops."""
+
+    engine = "faust"
 
     def __init__(self, settings: StreamsSettings, index: KpiIndex | None = None) -> None:
-        self.settings = settings
-        self.index = index or KpiIndex.from_catalogue()
-        self.metrics = StreamsMetrics()
+        super().__init__(settings, index)
         # Faust wants a data directory; with the memory store it stays empty. One per
         # group, reused by restarts (a SIGKILLed worker leaves nothing new behind).
         datadir = Path(tempfile.gettempdir()) / f"ioc-faust-{settings.group_id}"
         self.app = _new_app(settings, str(datadir))
         self.app.batch_handler = self
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            acks="all",
-            linger_ms=5,
-            max_batch_size=1024 * 1024,
-            max_request_size=8 * 1024 * 1024,
-        )
         view = _FaustConsumerView(self.app)
-        self.events = EventStage(settings, self.index, self.producer, self.metrics)
-        self.merge = MergeStage(settings, self.index, self.producer, self.metrics)
         # The stages' own aiokafka consumers are never started: Faust's consumer serves.
         self._unused = [self.events.consumer, self.merge.consumer]
         self.events.consumer = view
@@ -229,25 +218,9 @@ class FaustStreamsHost:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "engine": "faust",
-            "source_partitions": sorted(a.source for a in self.events.aggs.values()),
-            "merge_partitions": sorted(tp.partition for tp in self.merge.mergers),
-            "events": sum(a.processed for a in self.events.aggs.values()),
-        }
-
-    async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
+    async def _drive(self, stop: asyncio.Event) -> None:
         for unused in self._unused:
             await unused.stop()  # never started; closed so they do not warn
-        await ensure_topics(s)
-        await self.producer.start()
-        runner = None
-        if s.http_port:
-            runner = await serve(s.http_host, s.http_port, self.metrics, self.health)
-        log.info("worker.started", engine="faust", bootstrap=s.bootstrap_servers)
         try:
             await self.app.start()
             while not (stop.is_set() or self.app.crashed):
@@ -263,9 +236,6 @@ class FaustStreamsHost:
         finally:
             with contextlib.suppress(Exception):
                 await self.app.stop()
-            await self.producer.stop()
-            if runner is not None:
-                await runner.cleanup()
 
 
 def _new_app(settings: StreamsSettings, datadir: str) -> StreamsApp:

@@ -59,6 +59,11 @@ class KpiMerger:
         # pane partials per (kpi, scope): pane start -> source -> (version, partial)
         self.panes: dict[CellKey, dict[int, dict[str, tuple[int, Partial]]]] = {}
         self.windows: dict[WindowKey, WindowState] = {}
+        # Highest revision emitted per (kpi, scope), kept after its windows are forgotten:
+        # a window created again later (a partial that arrives after the window expired,
+        # e.g. from a partition that was idle) continues above it instead of at 1, so
+        # consumers that keep the highest revision see the correction.
+        self.revision_floor: dict[CellKey, int] = {}
         self.marks: dict[str, tuple[int, int | None, bool]] = {}  # source -> (v, wm, idle)
         self.topic_partitions: dict[str, int] = {}
         # Pane cells changed / forgotten since the last snapshot: snapshots are
@@ -91,7 +96,8 @@ class KpiMerger:
                 wk = (u.kpi, u.scope, size, start)
                 ws = self.windows.get(wk)
                 if ws is None:
-                    ws = self.windows[wk] = WindowState()
+                    floor = self.revision_floor.get((u.kpi, u.scope), 0)
+                    ws = self.windows[wk] = WindowState(revision=floor)
                 ws.dirty = True
 
     def apply_watermark(self, r: WatermarkReport) -> None:
@@ -141,6 +147,8 @@ class KpiMerger:
         p = self.window_partial(kpi, scope, size, start)
         lo, hi, total = ck.record_stats(p)
         ws.revision += 1
+        if ws.revision > self.revision_floor.get((kpi, scope), 0):
+            self.revision_floor[(kpi, scope)] = ws.revision
         return KpiRecord(
             kpi=kpi,
             scope=scope,
@@ -199,6 +207,7 @@ class KpiMerger:
             wm = None if ck is None else wms.get(self._topic_of(ck))
             if ck is None:
                 del self.panes[(kpi, scope)]
+                self.revision_floor.pop((kpi, scope), None)
                 continue
             if wm is None:
                 continue
@@ -220,6 +229,7 @@ class KpiMerger:
                 for (kpi, scope, size, start), ws in self.windows.items()
             ],
             "marks": [[s, v, wm, idle] for s, (v, wm, idle) in self.marks.items()],
+            "floors": [[k, s, rev] for (k, s), rev in self.revision_floor.items()],
             "topic_partitions": self.topic_partitions,
         }
 
@@ -255,7 +265,16 @@ class KpiMerger:
             for kpi, scope, size, start, rev, fin, dirty in snap["windows"]
         }
         self.marks = {s: (int(v), wm, bool(idle)) for s, v, wm, idle in snap["marks"]}
+        self.revision_floor = {(k, s): int(rev) for k, s, rev in snap.get("floors", [])}
         self.topic_partitions = {t: int(n) for t, n in snap.get("topic_partitions", {}).items()}
+
+    def bump_revisions(self, n: int) -> None:
+        """After a restore: revisions emitted after the snapshot (at most ``n`` per
+        window) stay below every revision emitted from now on."""
+        for ws in self.windows.values():
+            ws.revision += n
+        for cell in self.revision_floor:
+            self.revision_floor[cell] += n
 
     def restore_cell(self, kpi: str, scope: str, pane: int, state: dict[str, Any]) -> None:
         cell = self.panes.setdefault((kpi, scope), {}).setdefault(pane, {})

@@ -278,8 +278,7 @@ class MergeStage:
                         merger.restore_cell(kpi, scope, int(pane), state)
                 # Flushes after the last snapshot may have emitted (at most once per
                 # window each) before the crash: the bump keeps later revisions above.
-                for ws in merger.windows.values():
-                    ws.revision += int(meta["revision_bump"])
+                merger.bump_revisions(int(meta["revision_bump"]))
                 self.consumer.seek(tp, int(meta["position"]))
                 self.positions[tp] = int(meta["position"])
             self.mergers[tp] = merger
@@ -380,7 +379,13 @@ class MergeStage:
 
 
 class Worker:
-    """Both stages, one producer, and the health/metrics endpoint."""
+    """Both stages, one producer, and the health/metrics endpoint.
+
+    :meth:`run` sets up and tears down what every engine shares; :meth:`_drive` runs the
+    stages (here: one aiokafka consumer loop per stage; ``streams.faust_app`` overrides it).
+    """
+
+    engine = "aiokafka"
 
     def __init__(self, settings: StreamsSettings, index: KpiIndex | None = None) -> None:
         self.settings = settings
@@ -399,6 +404,7 @@ class Worker:
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
+            "engine": self.engine,
             "source_partitions": sorted(a.source for a in self.events.aggs.values()),
             "merge_partitions": sorted(tp.partition for tp in self.merge.mergers),
             "events": sum(a.processed for a in self.events.aggs.values()),
@@ -411,16 +417,24 @@ class Worker:
         runner = None
         if s.http_port:
             runner = await serve(s.http_host, s.http_port, self.metrics, self.health)
-        log.info("worker.started", bootstrap=s.bootstrap_servers, http_port=s.http_port)
+        log.info(
+            "worker.started",
+            engine=self.engine,
+            bootstrap=s.bootstrap_servers,
+            http_port=s.http_port,
+        )
         try:
-            tasks = [
-                asyncio.create_task(self.events.run(stop)),
-                asyncio.create_task(self.merge.run(stop)),
-            ]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            stop.set()
-            await asyncio.gather(*tasks)
+            await self._drive(stop)
         finally:
             await self.producer.stop()
             if runner is not None:
                 await runner.cleanup()
+
+    async def _drive(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self.events.run(stop)),
+            asyncio.create_task(self.merge.run(stop)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        await asyncio.gather(*tasks)

@@ -247,6 +247,38 @@ def test_late_event_within_grace_re_emits_with_higher_revision() -> None:
     assert update[0].final and update[0].value == 20.0 and update[0].revision > final[0].revision
 
 
+def test_window_recreated_after_it_expired_continues_its_revisions() -> None:
+    """A partition that was idle sends its pane after the window was final and forgotten
+    (its watermark let the topic's advance): the correction must carry a higher revision
+    than the final already emitted, or consumers keeping the highest revision ignore it."""
+    merger = KpiMerger(INDEX, CFG)
+    busy, idle = _agg(0), _agg(1)
+    busy.process([Rec(0, air(T0 + 1000, pm25=10.0)), Rec(1, air(T0 + 10 * MIN, pm25=1.0))])
+    _feed(merger, busy)
+    first = [r for r in _by(merger.flush(now=10.0), "air.pm25.avg") if _starts(r, T0)]
+    assert first[0].final and first[0].count == 1
+    assert not [w for w in merger.windows if w[1] == "city" and w[2] == 60 and w[3] == T0]
+    idle.process([Rec(0, air(T0 + 2000, pm25=20.0))])
+    _feed(merger, idle)
+    # (open again until the partition's own watermark passes it: it now holds the topic)
+    again = [r for r in _by(merger.flush(now=20.0), "air.pm25.avg") if _starts(r, T0)]
+    assert again[0].count == 2 and again[0].value == 15.0
+    assert again[0].revision > first[0].revision
+    # The floor survives a restore, raised like every revision (emissions after a snapshot).
+    restored = KpiMerger(INDEX, CFG)
+    restored.restore(merger.snapshot())
+    restored.bump_revisions(3)
+    late = _agg(2)
+    late.process([Rec(0, air(T0 + 3000, pm25=30.0))])
+    _feed(restored, late)
+    third = [r for r in _by(restored.flush(now=30.0), "air.pm25.avg") if _starts(r, T0)]
+    assert third[0].count == 3 and third[0].revision > again[0].revision + 3
+
+
+def _starts(rec: object, ms: int) -> bool:
+    return int(rec.window_start.timestamp() * 1000) == ms  # type: ignore[attr-defined]
+
+
 def test_hopping_and_hourly_windows_are_assembled_from_panes() -> None:
     agg, merger = _agg(domain="traffic"), KpiMerger(INDEX, CFG)
     recs = [Rec(i, traffic(T0 + i * MIN + 5000, vehicle_count=10)) for i in range(20)]

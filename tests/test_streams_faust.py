@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from events.records import KpiRecord
 from tests.streams_helpers import T0, air
 from tests.test_streams_integration import (
     MIN,
@@ -26,6 +25,8 @@ from tests.test_streams_integration import (
     _latest_kpis,
     _produce,
     _wait_for,
+    assert_known_finals,
+    known_air_events,
 )
 
 pytestmark = pytest.mark.integration
@@ -51,29 +52,9 @@ async def test_faust_hosted_worker_gives_exact_kpis(
     workers = Workers(_faust_env(t, bootstrap_servers, "fa"), tmp_path)
     workers_factory.append(workers)
     workers.start()
-    values: list[tuple[int, bytes]] = []
-    expected: dict[int, list[float]] = {}
-    for i in range(1200):
-        t_ms = T0 + i * 150
-        pm = float(10 + i % 50)
-        values.append((i % PARTITIONS, air(t_ms, pm25=pm, station_id=f"HD-AQ-{i % 3:03d}")))
-        expected.setdefault(t_ms - t_ms % MIN, []).append(pm)
-    values += [(p, air(T0 + 10 * MIN)) for p in range(PARTITIONS)]
+    values, expected = known_air_events()
     await _produce(bootstrap_servers, t.air, values)
-
-    async def done() -> dict[int, KpiRecord] | None:
-        finals = _finals(await _latest_kpis(bootstrap_servers, t.kpi("fa")), "air.pm25.avg")
-        return finals if all(w in finals for w in expected) else None
-
-    finals = await _wait_for(done, 60, "final KPI records")
-    for w, pms in expected.items():
-        rec = finals[w]
-        assert rec.count == len(pms)
-        assert rec.value == pytest.approx(sum(pms) / len(pms))
-        assert (rec.min, rec.max) == (min(pms), max(pms))
-    latest = await _latest_kpis(bootstrap_servers, t.kpi("fa"))
-    stations = _finals(latest, "air.pm25.avg", "station:HD-AQ-001")
-    assert stations[T0].count == sum(1 for i in range(400) if i % 3 == 1)
+    await assert_known_finals(bootstrap_servers, t.kpi("fa"), expected, 60)
     log = (tmp_path / f"{workers.group}-0.log").read_text()
     assert '"engine": "faust"' in log or "engine=faust" in log
 

@@ -191,6 +191,42 @@ def _finals(latest: dict[str, KpiRecord], kpi: str, scope: str = "city") -> dict
     }
 
 
+def known_air_events() -> tuple[list[tuple[int, bytes]], dict[int, list[float]]]:
+    """3 minutes of events on 4 partitions from 3 stations, then one event per partition
+    10 min later so every partition's watermark passes the first three windows; with the
+    pm2.5 values each 1-min window must hold."""
+    values: list[tuple[int, bytes]] = []
+    expected: dict[int, list[float]] = {}
+    for i in range(1200):
+        t_ms = T0 + i * 150
+        pm = float(10 + i % 50)
+        values.append((i % PARTITIONS, air(t_ms, pm25=pm, station_id=f"HD-AQ-{i % 3:03d}")))
+        expected.setdefault(t_ms - t_ms % MIN, []).append(pm)
+    values += [(p, air(T0 + 10 * MIN)) for p in range(PARTITIONS)]
+    return values, expected
+
+
+async def assert_known_finals(
+    bootstrap: str, kpi_topic: str, expected: dict[int, list[float]], within_s: float
+) -> dict[str, KpiRecord]:
+    """Wait for the final windows of :func:`known_air_events` and check them exactly."""
+
+    async def done() -> dict[int, KpiRecord] | None:
+        finals = _finals(await _latest_kpis(bootstrap, kpi_topic), "air.pm25.avg")
+        return finals if all(w in finals for w in expected) else None
+
+    finals = await _wait_for(done, within_s, "final KPI records")
+    for w, pms in expected.items():
+        rec = finals[w]
+        assert rec.count == len(pms)
+        assert rec.value == pytest.approx(sum(pms) / len(pms))
+        assert (rec.min, rec.max) == (min(pms), max(pms))
+    latest = await _latest_kpis(bootstrap, kpi_topic)
+    stations = _finals(latest, "air.pm25.avg", "station:HD-AQ-001")
+    assert stations[T0].count == sum(1 for i in range(400) if i % 3 == 1)
+    return latest
+
+
 async def test_events_give_exact_kpis_and_bad_records_become_dead_letters(
     bootstrap_servers: str, workers_factory: list[Workers], tmp_path: Path
 ) -> None:
@@ -204,34 +240,12 @@ async def test_events_give_exact_kpis_and_bad_records_become_dead_letters(
     workers = Workers(env, tmp_path)
     workers_factory.append(workers)
     workers.start()
-    # 3 minutes of events, 4 partitions, then one event per partition 10 min later so
-    # every partition's watermark passes the first three windows.
-    values: list[tuple[int, bytes]] = []
-    expected: dict[int, list[float]] = {}
-    for i in range(1200):
-        t_ms = T0 + i * 150
-        pm = float(10 + i % 50)
-        values.append((i % PARTITIONS, air(t_ms, pm25=pm, station_id=f"HD-AQ-{i % 3:03d}")))
-        expected.setdefault(t_ms - t_ms % MIN, []).append(pm)
+    values, expected = known_air_events()
     bad = [(1, b"not json at all"), (2, air(T0, pm25=-1.0))]
     values[100:100] = bad
-    values += [(p, air(T0 + 10 * MIN)) for p in range(PARTITIONS)]
     values += [(3, air(T0))]  # now too late: behind the watermark by more than lateness + grace
     await _produce(bootstrap_servers, t.air, values)
-
-    async def done() -> dict[int, KpiRecord] | None:
-        finals = _finals(await _latest_kpis(bootstrap_servers, t.kpi("g1")), "air.pm25.avg")
-        return finals if all(w in finals for w in expected) else None
-
-    finals = await _wait_for(done, 90, "final KPI records")
-    for w, pms in expected.items():
-        rec = finals[w]
-        assert rec.count == len(pms)
-        assert rec.value == pytest.approx(sum(pms) / len(pms))
-        assert (rec.min, rec.max) == (min(pms), max(pms))
-    latest = await _latest_kpis(bootstrap_servers, t.kpi("g1"))
-    stations = _finals(latest, "air.pm25.avg", "station:HD-AQ-001")
-    assert stations[T0].count == sum(1 for i in range(400) if i % 3 == 1)
+    latest = await assert_known_finals(bootstrap_servers, t.kpi("g1"), expected, 90)
 
     async def dead() -> list[DeadLetter] | None:
         dls = [DeadLetter.from_json(r) for r in await _read_all(bootstrap_servers, t.dead, 1)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,11 +18,10 @@ async def _run(show_progress: bool, engine: str = "aiokafka") -> None:
     from streams.settings import StreamsSettings
     from streams.worker import Worker
 
-    worker: Any
     if engine == "faust":
         from streams.faust_app import FaustStreamsHost
 
-        worker = FaustStreamsHost(StreamsSettings())
+        worker: Worker = FaustStreamsHost(StreamsSettings())
     else:
         worker = Worker(StreamsSettings())
     stop = asyncio.Event()

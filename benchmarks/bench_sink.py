@@ -8,9 +8,9 @@ dropped at the end. Three measurements over the same N CloudEvents (bytes as on 
 1. baseline: ``copy_records_to_table`` of the already-decoded rows straight into the
    ``events`` hypertable (no decode, no staging, no conflict check);
 2. sink write path: what the raw sink does per batch of 5,000 records — decode and
-   validate each event (``events.envelope.decode``), binary COPY into ``events`` (the
-   staged ``INSERT ... ON CONFLICT DO NOTHING`` merge only for batches it refuses, which
-   is measured on its own too);
+   validate each event (``events.envelope.decode``), binary COPY into the staging table,
+   plain ``INSERT ... SELECT`` into ``events`` (the ``ON CONFLICT DO NOTHING`` merge
+   only for batches holding stored rows, which is measured on its own too);
 3. sink end to end from Kafka: the same events on a 4-partition topic, consumed by the
    real ``Sink`` (manual offset commits after each DB commit), timed from the first to the
    last row in the table.
@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks.results import record
+from benchmarks.results import machine_note, record
 from events.envelope import encode, new_event
 from events.records import KpiRecord
 from ioc import services
@@ -44,7 +44,13 @@ from storage import rows, writers
 from storage.metrics import SinkMetrics
 from storage.migrate import migrate
 from storage.rows import EVENT_COLUMNS, kpi_row
-from storage.sink import Sink, SinkSpec
+from storage.sink import (
+    PREPARE_SLICE_ROWS,
+    Sink,
+    SinkSpec,
+    prepare_interleaved,
+    split_for_writers,
+)
 
 N = int(os.environ.get("BENCH_SINK_EVENTS", "200000"))
 REPEATS = int(os.environ.get("BENCH_SINK_REPEATS", "3"))
@@ -119,19 +125,22 @@ async def bench_write_path(
     decode_row = rows.event_row_decoder()
     records = [_Rec(v, i) for i, v in enumerate(raw)]
 
-    async def write(batch: list[rows.Row]) -> None:
-        size = -(-len(batch) // WRITERS)
+    async def write(batch: rows.PreparedBatch) -> None:
+        parts = split_for_writers(batch, WRITERS, rows.event_writer_key)
         await asyncio.gather(
-            *(writer.write(c, batch[k * size : (k + 1) * size]) for k, c in enumerate(conns))
+            *(writer.write(c, part) for c, (part, _) in zip(conns, parts, strict=False))
         )
 
     start = time.perf_counter()
     in_flight: asyncio.Task[None] | None = None
     for i in range(0, len(records), BATCH):
-        batch = rows.event_rows(records[i : i + BATCH], decode_row, "bench")
+        batch = await prepare_interleaved(
+            lambda recs: rows.event_rows(recs, decode_row, "bench"), records[i : i + BATCH]
+        )
         if in_flight is not None:
             await in_flight
-        in_flight = asyncio.create_task(write(batch.rows))
+        in_flight = asyncio.create_task(write(batch))
+        await asyncio.sleep(0)  # the write starts now (the sink's next await is a fetch)
     if in_flight is not None:
         await in_flight
     rate = len(raw) / (time.perf_counter() - start)
@@ -176,6 +185,7 @@ async def bench_kafka(settings: ServiceSettings, url: str, raw: list[bytes]) -> 
             batch_rows=BATCH,
             batch_ms=200,
             writers=WRITERS,
+            writer_key=rows.event_writer_key,
         )
         sink = Sink(
             spec,
@@ -270,24 +280,23 @@ Medians of {REPEATS} alternating rounds (bare: {_rates(bares)}; sink write path:
 {_rates(paths)}). {N:,} `vn.ioc.air.observed` CloudEvents (~270 bytes each), batches
 of {BATCH:,} written by {WRITERS} connections (`IOC_SINK_RAW_WRITERS`), into the
 `events` hypertable (unique (time, source, id), index (source, time)) of TimescaleDB 2.19
-(Apache edition), PostgreSQL 17 on the same machine. **The machine (2 cores) was shared
-with five other engineers' builds and tests during this run** (1-min load average at the
-start: {load:.1f}), so all figures are depressed and noisy.
+(Apache edition), PostgreSQL 17 on the same machine. {machine_note(load)}
 
 | path | rows/s |
 |---|---|
 | baseline: bare `copy_records_to_table` of pre-decoded rows into `events` | {bare:,.0f} |
-| raw sink write path (`sink_rows_per_s`): decode + validate, COPY into `events` | {path:,.0f} |
+| raw sink write path (`sink_rows_per_s`): decode + validate, staging, plain insert | {path:,.0f} |
 | raw sink, staged path (`sink_staged_rows_per_s`): staging + ON CONFLICT merge | {staged:,.0f} |
 | raw sink end to end (`sink_kafka_rows_per_s`): Kafka → `Sink` → TimescaleDB | {e2e:,.0f} |
 | KPI sink write path: COPY + revision-ordered upsert (48,000 records) | {kpi:,.0f} |
 
 Write path: each event decoded and validated (`events.envelope.decode`), binary COPY
-straight into `events` in its own transaction; a batch that holds an already stored row
-(a replay after a crash, a duplicate delivery) is refused whole by the unique index and
-goes the staged way: COPY into the temp staging table, `INSERT … ORDER BY time ON
-CONFLICT DO NOTHING` into `events` (its rate is measured separately, over new rows).
-Batch k is written while batch k+1 is decoded, as in the sink. End to end: the
+into the temp staging table, a plain `INSERT … SELECT` into `events` in a savepoint; a
+batch that holds an already stored row (a replay after a crash, a duplicate delivery)
+fails that insert with a unique violation and takes the staged merge instead,
+`INSERT … ORDER BY time ON CONFLICT DO NOTHING` (its rate is measured separately).
+Batch k is written while batch k+1 is decoded in slices of {PREPARE_SLICE_ROWS} rows (a yield to
+the loop between slices keeps the write going), as in the sink. End to end: the
 same events on a 4-partition topic of the Tansu broker, consumed by the real `Sink`
 (offsets committed after each DB commit), timed from the first to the last committed row.
 KPI upserts go into `kpi_windows` and `kpi_latest` in one transaction.

@@ -1,9 +1,10 @@
 """Versioned SQL migrations: ordered files ``migrations/NNNN_name.sql``, applied once each.
 
-Applied at every sink start and by ``ioc db migrate``. A session-level advisory lock makes
-two processes that start at once take turns; the second finds everything applied. A file
-whose first line is ``-- requires: timescale`` runs only on the full (Timescale License)
-edition and stays pending on the Apache edition, so it applies if the server is upgraded.
+Applied when the storage process starts and by ``ioc db migrate``. A session-level advisory
+lock makes two processes that start at once take turns; the second finds everything
+applied. A file whose first line is ``-- requires: timescale`` runs only on the full
+(Timescale License) edition and stays pending on the Apache edition, so it applies if the
+server is upgraded.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """History queries for the ws server and the CLI (psycopg, async, parameterised).
 
-Each query has an index that serves it (checked with EXPLAIN in tests/test_storage_queries.py):
+Each query has an index that serves it (checked with EXPLAIN in tests/test_storage_db.py):
 - ``latest_kpis``: table ``kpi_latest`` (primary key (kpi, scope, window_s));
 - ``kpi_history``: ``kpi_windows_chart`` (kpi, scope, window_s, window_start DESC);
 - ``active_alerts``: partial index ``alerts_active``;

@@ -76,6 +76,11 @@ class PreparedBatch:
     sources: list[SourceRecord] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
+    def extend(self, other: PreparedBatch) -> None:
+        self.rows += other.rows
+        self.sources += other.sources
+        self.dead += other.dead
+
 
 def dead_letter(record: SourceRecord, reason: str, detail: str, component: str) -> DeadLetter:
     return DeadLetter.of(record, reason, detail, component)
@@ -125,9 +130,20 @@ def event_row(raw: bytes) -> Row:
     return (t, ev.type, ev.source, ev.id, ev.district, orjson.dumps(ev.data).decode())
 
 
+def event_writer_key(row: Row) -> str:
+    """Which writer connection takes a raw-event row: by source, so the copies of one
+    event (same time, source, id) never race each other in two transactions."""
+    source: str = row[2]
+    return source
+
+
 def event_row_decoder() -> Callable[[bytes], Row]:
     """The row builder of the raw-event sink (a seam for tests and benchmarks)."""
     return event_row
+
+
+def _holds_nul(row: Row) -> bool:
+    return any(type(v) is str and "\x00" in v for v in row[1:5]) or "\\u0000" in row[5]
 
 
 def event_rows(
@@ -145,9 +161,10 @@ def event_rows(
         except InvalidEventError as exc:
             out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
             continue
-        # PostgreSQL's jsonb cannot hold U+0000; say so instead of failing the batch.
-        if "\\u0000" in row[5]:
-            out.dead.append(dead_letter(rec, "bad_value", "NUL character in data", component))
+        # PostgreSQL's text and jsonb cannot hold U+0000: say so here instead of letting
+        # the batch fail and be bisected. In the raw JSON it can only be the \u0000 escape.
+        if b"\\u0000" in raw and _holds_nul(row):
+            out.dead.append(dead_letter(rec, "bad_value", "NUL character (U+0000)", component))
             continue
         rows.append(row)
         sources.append(rec)

@@ -27,7 +27,7 @@ from storage.metrics import SinkMetrics
 from storage.migrate import migrate
 from storage.retention import RetentionPolicy, run_maintenance
 from storage.settings import StorageSettings
-from storage.sink import TRANSIENT_DB_ERRORS, Sink, SinkSpec
+from storage.sink import TRANSIENT_DB_ERRORS, UNREACHABLE_DB_ERRORS, Sink, SinkSpec
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +44,7 @@ def sink_specs(settings: StorageSettings) -> list[SinkSpec]:
             batch_rows=settings.sink_raw_batch_rows,
             batch_ms=settings.sink_raw_batch_ms,
             writers=settings.sink_raw_writers,
+            writer_key=rows.event_writer_key,
         ),
         SinkSpec(
             name="kpi",
@@ -72,7 +73,7 @@ async def migrate_when_reachable(database_url: str, stop: asyncio.Event) -> None
     while True:
         try:
             conn = await asyncpg.connect(database_url, timeout=5)
-        except TRANSIENT_DB_ERRORS as exc:
+        except UNREACHABLE_DB_ERRORS as exc:
             log.warning("database not reachable; waiting", error=str(exc), retry_s=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -105,7 +106,7 @@ async def maintenance_loop(settings: StorageSettings, stop: asyncio.Event) -> No
                 dropped_chunks=report.dropped_chunks,
                 rollup_rows=report.rollup_rows,
             )
-        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+        except TRANSIENT_DB_ERRORS as exc:
             log.warning("maintenance failed; next run later", error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=settings.maintenance_interval_s)

@@ -3,6 +3,7 @@ scope patterns, downsampling buckets, migration files, CLI time parsing."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from storage import rows
 from storage.migrate import load_migrations
 from storage.queries import bucket_seconds, scope_like
 from storage.retention import RetentionPolicy
+from storage.sink import PREPARE_SLICE_ROWS, prepare_interleaved
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -54,8 +56,8 @@ def test_event_rows_keep_valid_events_and_dead_letter_the_rest() -> None:
     assert set(dead) == {11, 12, 13, 14}
     assert dead[11].reason == "undecodable" and dead[11].value == b"{broken"
     assert dead[12].reason == "undecodable"
-    # jsonb cannot hold U+0000: rejected here with a reason instead of failing the batch.
-    assert (dead[14].reason, dead[14].detail) == ("bad_value", "NUL character in data")
+    # PostgreSQL cannot hold U+0000: rejected here with a reason instead of failing the batch.
+    assert (dead[14].reason, dead[14].detail) == ("bad_value", "NUL character (U+0000)")
     assert all(
         d.component == "storage.raw" and d.source_topic == "ioc.events.air" for d in batch.dead
     )
@@ -117,3 +119,32 @@ def test_parse_since_and_retention_policy() -> None:
     policy = RetentionPolicy.from_days(7, 400, 0)
     assert policy.for_table("events") == timedelta(days=7)
     assert policy.for_table("alerts") is None
+
+
+async def test_prepare_interleaved_gives_the_same_batch_and_lets_the_writer_run() -> None:
+    """Decoding a large batch yields to the loop (so the previous batch's write keeps the
+    server busy) and gives exactly what one ``prepare`` call gives, dead letters included."""
+
+    records = [Rec(air(i), offset=i) for i in range(10 * PREPARE_SLICE_ROWS)]
+    records[7] = Rec(b"{broken", offset=7)
+
+    def prepare(recs: object) -> rows.PreparedBatch:
+        return rows.event_rows(recs, rows.event_row, "test")  # type: ignore[arg-type]
+
+    turns = 0
+
+    async def writer() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0)
+    started = turns
+    got = await prepare_interleaved(prepare, records)
+    task.cancel()
+    whole = prepare(records)
+    assert got.rows == whole.rows and got.sources == whole.sources
+    assert [d.source_offset for d in got.dead] == [7]
+    assert turns - started >= 9  # the writer ran between the slices

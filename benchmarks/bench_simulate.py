@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaProducer
 
-from benchmarks.results import record
+from benchmarks.results import machine_note, record
 from ioc.settings import ServiceSettings
 from simulators.injection import Record, to_record
 from simulators.runner import Progress, build_simulator, run
@@ -117,6 +117,7 @@ def publish(settings: SimulatorSettings) -> tuple[Progress, float]:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
+    load_at_start = os.getloadavg()[0]
     bootstrap = os.environ.get("IOC_BOOTSTRAP_SERVERS") or ServiceSettings().bootstrap_servers
     base = SimulatorSettings(
         bootstrap_servers=bootstrap, scenario="cycle", start=datetime.now(UTC), workers=1
@@ -151,7 +152,6 @@ def main() -> None:
             f"slowest second {slowest:,.0f}, ok={ok}",
             flush=True,
         )
-    load = os.getloadavg()
     rows = "\n".join(
         f"| our publisher, {name} process(es), max | {rate:,.0f} |" for name, rate in maxima.items()
     )
@@ -162,10 +162,8 @@ def main() -> None:
     )
     body = f"""
 Same broker (Tansu 0.6, in-memory), same {N_RAW:,} simulated events ({avg_bytes:.0f} bytes
-each on average, all ten domains, scenario cycle), measured in one run. **The machine (2
-cores) was shared with five other engineers' builds and tests while this ran (load
-average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})**, so every figure is depressed and
-noisy; compare the rows with each other, not with other machines.
+each on average, all ten domains, scenario cycle), measured in one run.
+{machine_note(load_at_start)}
 
 | what | events/s |
 |---|---|
@@ -187,7 +185,7 @@ and consumers de-duplicate on the CloudEvent id.
     figures = {
         "simulate_generate_events_per_s": round(gen_rate),
         "raw_producer_events_per_s": round(raw_kp),
-        "raw_aiokafka_events_per_s": round(raw_aio),
+        "raw_aiokafka_producer_events_per_s": round(raw_aio),
         "simulate_max_events_per_s_kafka_python": round(
             max(maxima["kafka-python x1"], maxima["kafka-python x2"])
         ),

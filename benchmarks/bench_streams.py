@@ -10,6 +10,8 @@ this run) are consumed by:
     first ``--faust-events`` records, since at its speed 200k would take minutes);
 (c) our worker end to end: consume, validate, window, emit KPIs on the KPI topic,
     measured from its first fetched batch until the final record of the last window.
+(d) the same worker hosted by a ``faust.App`` (``ioc streams worker --engine faust``),
+    measured the same way (throughput only).
 
 Then, with the worker caught up, it measures the final-result latency (watermark passes
 a window end -> final record acked on the KPI topic) and the live-value latency (event
@@ -36,7 +38,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from benchmarks.results import record
+from benchmarks.results import machine_note, record
 from events.catalogue import EVENT_TYPES
 from events.envelope import encode, new_event
 from events.records import KpiRecord
@@ -236,6 +238,61 @@ async def bench_worker(
     return out
 
 
+async def bench_faust_hosted(bootstrap: str, tag: str, n: int, last_window: int) -> float:
+    """(d) the same stages hosted by a ``faust.App`` (streams/faust_app.py): batches from
+    its consumer, same snapshots and commits; first batch until the last window's final."""
+    from streams.faust_app import FaustStreamsHost
+    from streams.settings import StreamsSettings
+
+    settings = StreamsSettings(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{tag}-faust",
+        events_topic_prefix=f"bench.{tag}.events.",
+        kpi_topic=f"bench.{tag}.kpi",
+        deadletter_topic=f"bench.{tag}.deadletter",
+        partials_topic=f"bench.{tag}.faust.partials",
+        state_topic=f"bench.{tag}.faust.state",
+        http_port=0,
+        idle_timeout_s=30,
+    )
+    host = FaustStreamsHost(settings)
+    finals: list[float] = []
+    first_batch: list[float] = []
+
+    def on_records(recs: list[KpiRecord]) -> None:
+        for r in recs:
+            if (
+                r.final and r.kpi == "air.pm25.avg" and r.scope == "city"
+                and int(r.window_start.timestamp() * 1000) == last_window
+                and (r.window_end - r.window_start).total_seconds() == 60
+            ):  # fmt: skip
+                finals.append(time.perf_counter())
+
+    host.merge.on_records = on_records
+    orig = host.on_batch
+
+    async def timed_on_batch(records: Any) -> None:
+        if not first_batch:
+            first_batch.append(time.perf_counter())
+        await orig(records)
+
+    host.on_batch = timed_on_batch  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(host.run(stop))
+    try:
+        for _ in range(12_000):  # at most 10 minutes
+            if finals or task.done():
+                break
+            await asyncio.sleep(0.05)
+        if not finals or not first_batch:
+            processed = sum(a.processed for a in host.events.aggs.values())
+            raise RuntimeError(f"faust-hosted worker did not finish: {processed} events applied")
+        return n / (finals[0] - first_batch[0])
+    finally:
+        stop.set()
+        await task
+
+
 async def _latencies(
     bootstrap: str, topic: str, emitted: list[tuple[float, KpiRecord]], worker: Any
 ) -> dict[str, float]:
@@ -295,6 +352,7 @@ async def _latencies(
 
 
 async def main(n: int, faust_n: int) -> None:
+    load_at_start = os.getloadavg()[0]
     from ioc import services
     from ioc.settings import ServiceSettings
 
@@ -329,22 +387,26 @@ async def main(n: int, faust_n: int) -> None:
     print(f"    {naive:,.0f} events/s\n(c) streams worker …", flush=True)
     ours = await bench_worker(bootstrap, tag, values, n, last_window - MIN)
     print(f"    {ours}", flush=True)
+    print("(d) streams worker hosted by Faust …", flush=True)
+    hosted = await bench_faust_hosted(bootstrap, tag, n, last_window - MIN)
+    print(f"    {hosted:,.0f} events/s", flush=True)
 
     cmd = "IOC_BROKER_PORT=<port> .venv/bin/python -m benchmarks.bench_streams"
     cmd += f" --events {n} --faust-events {faust_n}"
     body = f"""
 Same {n:,} pre-produced single-event records (`vn.ioc.air.observed`, {PARTITIONS} partitions,
 20 stations in 5 districts, 50 min of event time), Tansu broker on the same machine.
-**The machine (2 cores) was shared by six engineers running builds and tests at the same
-time: all figures are depressed and noisy; compare the ratios within this run.**
+{machine_note(load_at_start)}
 
 | consumer | events/s |
 |---|---|
 | (a) raw aiokafka `getmany` + orjson + dict aggregation | {raw:,.0f} |
 | (b) naive Faust agent, windowed table updated per event (first {faust_n:,} records) | {naive:,.0f} |
 | (c) streams worker end to end (consume, validate, window all air KPIs in 3 scopes, emit KPI records) | {ours["events_per_s"]:,.0f} |
+| (d) the same worker hosted by a `faust.App` (`--engine faust`: Faust consumer group and timers, batches via a `Consumer` subclass) | {hosted:,.0f} |
 
 Ratios: worker / raw = {ours["events_per_s"] / raw:.2f}; worker / naive Faust = {ours["events_per_s"] / naive if naive else float("nan"):.1f}.
+Faust-hosted / aiokafka-hosted worker = {hosted / ours["events_per_s"]:.2f} (run after (c), on the same records).
 The worker emitted {int(ours["kpi_records"]):,} KPI records during the run.
 
 Latency with the worker caught up (5 rounds):
@@ -366,6 +428,7 @@ Latency with the worker caught up (5 rounds):
             "streams_vs_naive_faust_ratio": round(ours["events_per_s"] / naive, 2) if naive else 0,
             "streams_final_latency_ms": round(ours["final_latency_ms"]),
             "streams_live_p95_ms": round(ours["live_p95_ms"]),
+            "faust_hosted_events_per_s": round(hosted),
         },
     )
     print("recorded in docs/benchmarks.md", flush=True)

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.results import record
+from benchmarks.results import machine_note, record
 from events import topics
 from events.geography import DISTRICTS
 from events.kpis import KPI_CATALOGUE
@@ -172,6 +172,7 @@ def row(name: str, lags: Lags, rate: float, rss: float) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    load_at_start = os.getloadavg()[0]
     settings = ServiceSettings()
     services.up(settings, ("broker",))
     port = free_port()
@@ -203,7 +204,6 @@ async def main(args: argparse.Namespace) -> None:
         server.terminate()
         await server.wait()
     p95 = load.p(0.95)
-    cores = os.cpu_count()
     body = f"""
 {args.clients} websocket clients (one process, asyncio) against one `ioc ws serve` process;
 each client subscribes to all KPIs of one of the {len(DISTRICTS)} districts; a producer
@@ -218,9 +218,8 @@ then {args.seconds:.0f} s measured. Baseline in the same run: 10 clients, 8 s.
 {row(f"{args.clients} clients", load, load_rate, load_rss)}
 
 Server RSS idle (before clients): {idle_rss:.0f} MB. Target: p95 < 250 ms —
-{"met" if p95 < 250 else "NOT met"}. Machine: {cores} cores **shared with five other engineers'
-builds and tests while this ran** (load average at the end: {os.getloadavg()[0]:.1f}); the
-server, the clients, the broker and the producer all ran on those cores, so these figures are
+{"met" if p95 < 250 else "NOT met"}. {machine_note(load_at_start)} The
+server, the clients, the broker and the producer all ran on these cores, so these figures are
 pessimistic for a dedicated server.
 """
     command = (

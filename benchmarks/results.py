@@ -7,6 +7,7 @@ own section and its own figures, so benchmarks can run in any order.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,6 +23,18 @@ _HEADER = (
 )
 _FIGURES_START = "<!-- figures -->"
 _FIGURE_LINE = re.compile(r"^([a-z0-9_]+): (.+)$")
+
+
+def machine_note(load_at_start: float) -> str:
+    """One sentence on the machine a run had, measured rather than assumed: cores and the
+    1-minute load average when the run started (anything else running on the machine
+    depresses every figure; rows of one run remain comparable with each other)."""
+    cores = os.cpu_count() or 1
+    busy = "busy" if load_at_start >= 0.5 * cores else "quiet"
+    return (
+        f"Machine: {cores} cores, {busy} at the start of the run (1-min load average "
+        f"{load_at_start:.1f}); compare the rows of one run with each other."
+    )
 
 
 def record(name: str, command: str, body: str, figures: Mapping[str, float | int]) -> None:

@@ -43,6 +43,7 @@ from events.catalogue import EVENT_TYPES
 from events.envelope import encode, new_event
 from events.records import KpiRecord
 from events.topics import DOMAINS
+from streams.settings import StreamsSettings
 
 PARTITIONS = 4
 MIN = 60_000
@@ -174,25 +175,30 @@ def bench_faust(bootstrap: str, topic: str, target: int) -> float:
 # -- (c) our worker, in this process ---------------------------------------------------------
 
 
-async def bench_worker(
-    bootstrap: str, tag: str, values: list[tuple[int, bytes]], n: int, last_window: int
-) -> dict[str, float]:
-    from streams.settings import StreamsSettings
-    from streams.worker import Worker
+def _settings(bootstrap: str, tag: str, engine: str) -> StreamsSettings:
+    """The benchmark's topics; each engine gets its own group and internal topics and
+    reads the same pre-produced events."""
 
-    prefix = f"bench.{tag}.events."
-    settings = StreamsSettings(
+    own = f".{engine}" if engine else ""
+    return StreamsSettings(
         bootstrap_servers=bootstrap,
-        group_id=f"bench-{tag}",
-        events_topic_prefix=prefix,
+        group_id=f"bench-{tag}" + (f"-{engine}" if engine else ""),
+        events_topic_prefix=f"bench.{tag}.events.",
         kpi_topic=f"bench.{tag}.kpi",
         deadletter_topic=f"bench.{tag}.deadletter",
-        partials_topic=f"bench.{tag}.partials",
-        state_topic=f"bench.{tag}.state",
+        partials_topic=f"bench.{tag}{own}.partials",
+        state_topic=f"bench.{tag}{own}.state",
         http_port=0,
         idle_timeout_s=30,
     )
-    worker = Worker(settings)
+
+
+async def bench_worker(
+    bootstrap: str, tag: str, values: list[tuple[int, bytes]], n: int, last_window: int
+) -> dict[str, float]:
+    from streams.worker import Worker
+
+    worker = Worker(_settings(bootstrap, tag, ""))
     emitted: list[tuple[float, KpiRecord]] = []
     worker.merge.on_records = lambda recs: emitted.extend((time.perf_counter(), r) for r in recs)
     first_batch: list[float] = []
@@ -231,7 +237,11 @@ async def bench_worker(
         out["events_per_s"] = n / (done - first_batch[0])
         out["kpi_records"] = len(emitted)
         await asyncio.sleep(2.0)
-        out.update(await _latencies(bootstrap, prefix + "air", emitted, worker))
+        out.update(
+            await _latencies(
+                bootstrap, worker.settings.events_topic_prefix + "air", emitted, worker
+            )
+        )
     finally:
         stop.set()
         await task
@@ -242,20 +252,8 @@ async def bench_faust_hosted(bootstrap: str, tag: str, n: int, last_window: int)
     """(d) the same stages hosted by a ``faust.App`` (streams/faust_app.py): batches from
     its consumer, same snapshots and commits; first batch until the last window's final."""
     from streams.faust_app import FaustStreamsHost
-    from streams.settings import StreamsSettings
 
-    settings = StreamsSettings(
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-{tag}-faust",
-        events_topic_prefix=f"bench.{tag}.events.",
-        kpi_topic=f"bench.{tag}.kpi",
-        deadletter_topic=f"bench.{tag}.deadletter",
-        partials_topic=f"bench.{tag}.faust.partials",
-        state_topic=f"bench.{tag}.faust.state",
-        http_port=0,
-        idle_timeout_s=30,
-    )
-    host = FaustStreamsHost(settings)
+    host = FaustStreamsHost(_settings(bootstrap, tag, "faust"))
     finals: list[float] = []
     first_batch: list[float] = []
 

@@ -43,7 +43,6 @@ from events.topics import DOMAINS
 from streams.faust_consumer import BatchConsumer, BatchTransport
 from streams.kpis import KpiIndex
 from streams.settings import StreamsSettings
-from streams.wire import decode_internal
 from streams.worker import Worker
 
 log = structlog.get_logger("streams")
@@ -157,18 +156,9 @@ class FaustStreamsHost(Worker):
         total = 0
         for tp, recs in records.items():
             if tp.topic == s.partials_topic:
-                merger = self.merge.mergers.get(tp)
-                if merger is None:
-                    continue  # not ours (any more): its owner reads it from the commit
-                for rec in recs:
-                    item = decode_internal(rec.value or b"")
-                    if isinstance(item, list):
-                        for report in item:
-                            merger.apply_watermark(report)
-                    else:
-                        merger.apply_pane(item)
-                self.merge.positions[tp] = recs[-1].offset + 1
-                self._merge_dirty = True
+                # not ours (any more): its owner reads it from the commit
+                if self.merge.apply(tp, recs):
+                    self._merge_dirty = True
                 continue
             agg = self.events.aggs.get(tp)
             if agg is None:

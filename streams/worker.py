@@ -337,6 +337,22 @@ class MergeStage:
                 self.on_records(emitted)
         return len(emitted)
 
+    def apply(self, tp: TopicPartition, records: list[Any]) -> bool:
+        """Feed a fetched batch of a partials partition to its merger; False if the
+        partition is not (or not yet) ours."""
+        merger = self.mergers.get(tp)
+        if merger is None:
+            return False
+        for rec in records:
+            item = decode_internal(rec.value or b"")
+            if isinstance(item, list):
+                for report in item:
+                    merger.apply_watermark(report)
+            else:
+                merger.apply_pane(item)
+        self.positions[tp] = records[-1].offset + 1
+        return True
+
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         listener = _Listener(self._revoke, self._restore)
@@ -350,18 +366,9 @@ class MergeStage:
                 batch = await self.consumer.getmany(timeout_ms=timeout, max_records=50_000)
                 listener.check()
                 for tp, records in batch.items():
-                    merger = self.mergers.get(tp)
-                    if merger is None:
+                    if not self.apply(tp, records):
                         _refetch(self.consumer, tp, records[0].offset)
                         continue
-                    for rec in records:
-                        item = decode_internal(rec.value or b"")
-                        if isinstance(item, list):
-                            for report in item:
-                                merger.apply_watermark(report)
-                        else:
-                            merger.apply_pane(item)
-                    self.positions[tp] = records[-1].offset + 1
                     dirty = True
                 now = time.monotonic()
                 if now >= next_flush:

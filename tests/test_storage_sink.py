@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -30,12 +29,11 @@ from events.envelope import decode, encode, new_event
 from events.records import AlertRecord, DeadLetter, KpiRecord
 from ioc.services import timescale
 from ioc.settings import ServiceSettings
-from storage import rows, writers
 from storage.metrics import SinkMetrics
 from storage.migrate import migrate
 from storage.service import health_app, run_storage, sink_specs
 from storage.settings import StorageSettings
-from storage.sink import Sink, SinkSpec
+from storage.sink import Sink
 from streams.state import read_to_end
 
 pytestmark = pytest.mark.integration
@@ -421,26 +419,16 @@ async def test_rejected_rows_become_dead_letters_other_errors_pause(
         f"CREATE TRIGGER gate_{tag} BEFORE INSERT ON events "
         f"FOR EACH ROW EXECUTE FUNCTION gate_{tag}()"
     )
-    spec = SinkSpec(
-        name="raw",
-        topics=(topic,),
-        group_id=f"test-gate-{tag}",
-        merge=writers.RAW_EVENTS,
-        prepare=partial(rows.event_rows, decode_row=rows.event_row, component="storage.raw"),
-        batch_rows=5000,
-        batch_ms=200,
-        writers=2,
-        writer_key=rows.event_writer_key,
-    )
-    registry = CollectorRegistry()
+    settings = _settings(bootstrap_servers, database_url)
+    raw = next(s for s in sink_specs(settings) if s.name == "raw")
     sink = Sink(
-        spec,
+        dataclasses.replace(raw, topics=(topic,)),
         bootstrap_servers=bootstrap_servers,
         database_url=database_url,
         producer=producer,
-        metrics=SinkMetrics.create(registry),
-        retry_initial_s=0.2,
-        retry_max_s=1.0,
+        metrics=SinkMetrics.create(CollectorRegistry()),
+        retry_initial_s=settings.sink_retry_initial_s,
+        retry_max_s=settings.sink_retry_max_s,
     )
     stop = asyncio.Event()
     runner = asyncio.create_task(sink.run(stop))

@@ -389,8 +389,9 @@ async def main(n: int, faust_n: int) -> None:
     hosted = await bench_faust_hosted(bootstrap, tag, n, last_window - MIN)
     print(f"    {hosted:,.0f} events/s", flush=True)
 
-    cmd = "IOC_BROKER_PORT=<port> .venv/bin/python -m benchmarks.bench_streams"
-    cmd += f" --events {n} --faust-events {faust_n}"
+    port = os.environ.get("IOC_BROKER_PORT")  # the exact command, as it was run
+    cmd = f"IOC_BROKER_PORT={port} " if port else ""
+    cmd += f".venv/bin/python -m benchmarks.bench_streams --events {n} --faust-events {faust_n}"
     body = f"""
 Same {n:,} pre-produced single-event records (`vn.ioc.air.observed`, {PARTITIONS} partitions,
 20 stations in 5 districts, 50 min of event time), Tansu broker on the same machine.

@@ -125,7 +125,8 @@ class SinkHealth:
 # Rows decoded between two yields to the event loop while the previous batch is written.
 # Decoding a whole 5,000-row batch in one go (~20 ms) stalls the write task: the server
 # finishes the COPY and then idles until the loop sends the next statement. Yielding every
-# 100 rows lets both cores work (measured 91k -> 125k rows/s in benchmarks/bench_sink.py).
+# 100 rows lets both cores work (`sink_rows_per_s` in docs/benchmarks.md; the rate
+# before this change is in the commit that introduced it).
 PREPARE_SLICE_ROWS = 100
 
 

@@ -67,9 +67,10 @@ class InsertFirst:
     paths: ``sink_rows_per_s`` and ``sink_staged_rows_per_s``). When a row of the batch is
     already stored (a replay after a crash, a duplicate delivery), the insert fails with a
     unique violation inside its savepoint, which rolls back alone, and the staged merge
-    runs over the same staging rows and skips the duplicates. Either way the result is the same and idempotent. COPY still goes to
-    the staging table, which has no constraints: rows PostgreSQL rejects fail there, as
-    in every other sink, and never in the middle of a COPY into the hypertable.
+    runs over the same staging rows and skips the duplicates. Either way the result is the
+    same and idempotent. COPY still goes to the staging table, which has no constraints:
+    rows PostgreSQL rejects fail there, as in every other sink, and never in the middle of
+    a COPY into the hypertable.
     """
 
     staged: StagedMerge

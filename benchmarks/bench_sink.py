@@ -254,7 +254,7 @@ async def main() -> None:
         await migrate(conn)
         console.print(f"encoding {N:,} events…")
         raw = make_events(N)
-        decoded = [rows.event_row_decoder()(v) for v in raw]
+        decoded = [rows.event_row_decoder()(v, None) for v in raw]
         load = os.getloadavg()[0]
         # Alternate baseline and sink runs so both see the same (shared, noisy) machine;
         # report the median of each.

@@ -15,7 +15,11 @@ bad_attribute          an attribute has the wrong type, is empty, or ``dataconte
                        is not ``application/json``
 unsupported_specversion ``specversion`` is not ``"1.0"``
 unknown_type           ``type`` is not in the catalogue
-bad_time               ``time`` (or a payload time) is not RFC 3339 with an offset
+bad_time               ``time`` (or a payload time) is not RFC 3339 with an offset, or
+                       ``time`` lies outside what the windows can represent (before
+                       1970, or after ``MAX_EVENT_TIME``)
+future_time            ``time`` lies further ahead of the receiver's clock than the
+                       allowed skew (only when the caller passes ``latest_ms``)
 missing_field          a required payload field is absent
 wrong_type             a payload field has the wrong JSON type
 out_of_range           a number outside the field's declared range
@@ -43,8 +47,23 @@ from events.validation import PAYLOAD_VALIDATORS, parse_time
 MAX_EVENT_BYTES = 64 * 1024
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
+# How far an event's time may lie ahead of the receiver's clock (IOC_MAX_FUTURE_SKEW_S):
+# a sensor whose clock runs ahead by more is rejected with ``future_time``, because one
+# such event would otherwise move its partition's event-time front into the future.
+DEFAULT_MAX_FUTURE_SKEW_S = 300.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Event times must leave room for the longest window (and then some) before
+# ``datetime.max``: a window end past year 9999 cannot be represented.
+MAX_EVENT_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+_MAX_EVENT_MS = (MAX_EVENT_TIME - _EPOCH).days * 86_400_000
+
+
+def latest_event_ms(now_s: float, skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> int:
+    """The newest event time (epoch ms) a receiver accepts at wall time ``now_s``."""
+    return int((now_s + skew_s) * 1000)
+
+
 _ENCODE_OPTIONS = orjson.OPT_UTC_Z
 _REQUIRED_ATTRIBUTES = ("id", "source", "type", "time")
 
@@ -132,15 +151,19 @@ def encode(event: Mapping[str, Any] | Event) -> bytes:
     return orjson.dumps(event, option=_ENCODE_OPTIONS)
 
 
-def decode(raw: bytes | bytearray | memoryview | str) -> Event:
-    """Parse and validate one CloudEvent; raises ``InvalidEventError(reason, detail)``."""
+def decode(raw: bytes | bytearray | memoryview | str, latest_ms: int | None = None) -> Event:
+    """Parse and validate one CloudEvent; raises ``InvalidEventError(reason, detail)``.
+
+    With ``latest_ms`` (see :func:`latest_event_ms`), an event time after it is
+    ``future_time``.
+    """
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEventError("oversize", f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEventError("undecodable", str(exc)) from None
-    return validate(obj)
+    return validate(obj, latest_ms)
 
 
 def _attribute_error(obj: Mapping[str, Any], name: str) -> InvalidEventError:
@@ -150,7 +173,7 @@ def _attribute_error(obj: Mapping[str, Any], name: str) -> InvalidEventError:
     return InvalidEventError("bad_attribute", f"{name} must be a non-empty string: {value!r}")
 
 
-def validate(obj: Mapping[str, Any]) -> Event:
+def validate(obj: Mapping[str, Any], latest_ms: int | None = None) -> Event:
     """Validate an already-parsed CloudEvent dict; the same checks as :func:`decode`."""
     if type(obj) is not dict:
         if not isinstance(obj, Mapping):
@@ -194,8 +217,19 @@ def validate(obj: Mapping[str, Any]) -> Event:
         if not isinstance(data, Mapping):
             raise InvalidEventError("bad_attribute", "data must be a JSON object")
         data = dict(data)
-    validator(data)
     delta = ts - _EPOCH
+    time_ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if not 0 <= time_ms < _MAX_EVENT_MS:
+        raise InvalidEventError(
+            "bad_time", f"time {time_text!r} is outside 1970-01-01 .. {MAX_EVENT_TIME:%Y-%m-%d}"
+        )
+    if latest_ms is not None and time_ms > latest_ms:
+        raise InvalidEventError(
+            "future_time",
+            f"time {time_text!r} is {(time_ms - latest_ms) / 1000:.0f} s beyond the allowed "
+            f"clock skew into the future of the receiver",
+        )
+    validator(data)
     # Fill the slots directly: a frozen dataclass' __init__ goes through
     # object.__setattr__ field by field, which doubles the cost of this hot path.
     event: Event = _new_object(Event)
@@ -203,7 +237,7 @@ def validate(obj: Mapping[str, Any]) -> Event:
     _set_source(event, source)
     _set_type(event, type_name)
     _set_time(event, ts)
-    _set_time_ms(event, (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000)
+    _set_time_ms(event, time_ms)
     _set_district(event, data["district"])
     _set_data(event, data)
     return event
@@ -211,12 +245,15 @@ def validate(obj: Mapping[str, Any]) -> Event:
 
 __all__ = [
     "CONTENT_TYPE",
+    "DEFAULT_MAX_FUTURE_SKEW_S",
     "MAX_EVENT_BYTES",
+    "MAX_EVENT_TIME",
     "SPECVERSION",
     "Event",
     "decode",
     "encode",
     "epoch_ms",
+    "latest_event_ms",
     "new_event",
     "rfc3339",
     "validate",

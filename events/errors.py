@@ -55,3 +55,15 @@ class ProtocolError(IocError):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for an unexpected exception (a ``processing_error`` dead letter's detail):
+    its type, its text and where it was raised."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = ""
+    if tb is not None:
+        where = f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+    return f"{type(exc).__name__}: {exc}{where}"[:1000]

@@ -12,7 +12,7 @@ import orjson
 
 from events.catalogue import event_type, key_for
 from events.envelope import MAX_EVENT_BYTES, Event, encode, validate
-from events.errors import InvalidEventError
+from events.errors import InvalidEventError, describe_exception
 
 # Content types of CloudEvents' HTTP binding, structured and batched mode.
 STRUCTURED = ("application/cloudevents+json", "application/json")
@@ -59,11 +59,14 @@ def to_record(event: Event) -> KafkaRecord:
     )
 
 
-def parse_request(body: bytes, content_type: str, max_batch: int) -> list[KafkaRecord]:
+def parse_request(
+    body: bytes, content_type: str, max_batch: int, latest_ms: int | None = None
+) -> list[KafkaRecord]:
     """Records for a structured (one event) or batch (JSON array) request body.
 
     Raises :class:`InvalidEventError` for a body that is not JSON at all and
-    :class:`RejectedRequest` naming every invalid item otherwise.
+    :class:`RejectedRequest` naming every invalid item otherwise. An event time after
+    ``latest_ms`` (see :func:`events.envelope.latest_event_ms`) is ``future_time``.
     """
     media = content_type.split(";", 1)[0].strip().lower()
     try:
@@ -84,9 +87,11 @@ def parse_request(body: bytes, content_type: str, max_batch: int) -> list[KafkaR
         try:
             if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
                 raise InvalidEventError("oversize", f"event larger than {MAX_EVENT_BYTES} bytes")
-            records.append(to_record(validate(item)))
+            records.append(to_record(validate(item, latest_ms)))
         except InvalidEventError as exc:
             rejections.append(Rejection(index, exc.reason, exc.detail))
+        except Exception as exc:  # a bug the item provokes: refuse it, never crash
+            rejections.append(Rejection(index, "processing_error", describe_exception(exc)))
     if rejections:
         raise RejectedRequest(rejections)
     return records

@@ -8,15 +8,19 @@
 Answers: 202 ``{"accepted": N}`` once the broker has acknowledged every event; 400 with
 ``{"error": reason, "detail": ...}`` for a body that is not JSON, or with
 ``{"error": "invalid_events", "rejected": [{"index", "reason", "detail"}]}`` naming every
-invalid item (nothing of such a request is published); 413 for an oversized body; 415 for
-another content type; 503 when Kafka cannot take the events (the client should retry).
+invalid item (nothing of such a request is published; an event time further ahead of the
+gateway's clock than ``IOC_MAX_FUTURE_SKEW_S`` is ``future_time``); 413 for an oversized
+body; 415 for another content type; 503 when Kafka cannot take the events (the client should retry).
 """
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from aiohttp import web
 
+from events.envelope import latest_event_ms
 from events.errors import InvalidEventError
 from ingest.gateway import BATCH, STRUCTURED, RejectedRequest, parse_request
 from ingest.metrics import IngestMetrics
@@ -50,7 +54,8 @@ async def post_events(request: web.Request) -> web.Response:
         metrics.rejected.labels("http", "oversize").inc()
         return _error(413, "oversize", f"body larger than {settings.ingest_max_body_bytes} bytes")
     try:
-        records = parse_request(body, content_type, settings.ingest_max_batch)
+        latest = latest_event_ms(time.time(), settings.max_future_skew_s)
+        records = parse_request(body, content_type, settings.ingest_max_batch, latest)
     except InvalidEventError as exc:
         metrics.rejected.labels("http", exc.reason).inc()
         return _error(400, exc.reason, exc.detail)

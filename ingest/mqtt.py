@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
-from events.envelope import decode
-from events.errors import InvalidEventError
+from events.envelope import decode, latest_event_ms
+from events.errors import InvalidEventError, describe_exception
 from events.records import DeadLetter
 from ingest.gateway import KafkaRecord, to_record
 from ingest.metrics import IngestMetrics
@@ -29,27 +30,32 @@ log = structlog.get_logger("ingest.mqtt")
 
 
 def triage(
-    messages: list[mqtt.MQTTMessage],
+    messages: list[mqtt.MQTTMessage], latest_ms: int | None = None
 ) -> tuple[list[KafkaRecord], list[DeadLetter]]:
-    """Split a batch of MQTT messages into Kafka records and dead letters."""
+    """Split a batch of MQTT messages into Kafka records and dead letters (an event time
+    after ``latest_ms`` is ``future_time``)."""
     records: list[KafkaRecord] = []
     letters: list[DeadLetter] = []
     for msg in messages:
         try:
-            records.append(to_record(decode(msg.payload)))
+            records.append(to_record(decode(msg.payload, latest_ms)))
         except InvalidEventError as exc:
-            letters.append(
-                DeadLetter(
-                    reason=exc.reason,
-                    detail=exc.detail,
-                    source_topic=f"mqtt:{msg.topic}",
-                    source_partition=-1,
-                    source_offset=msg.mid,
-                    value=bytes(msg.payload),
-                    component="ingest.mqtt",
-                )
-            )
+            letters.append(_dead_letter(msg, exc.reason, exc.detail))
+        except Exception as exc:  # a bug the message provokes: dead-letter it, go on
+            letters.append(_dead_letter(msg, "processing_error", describe_exception(exc)))
     return records, letters
+
+
+def _dead_letter(msg: mqtt.MQTTMessage, reason: str, detail: str) -> DeadLetter:
+    return DeadLetter(
+        reason=reason,
+        detail=detail,
+        source_topic=f"mqtt:{msg.topic}",
+        source_partition=-1,
+        source_offset=msg.mid,
+        value=bytes(msg.payload),
+        component="ingest.mqtt",
+    )
 
 
 class MqttBridge:
@@ -115,7 +121,8 @@ class MqttBridge:
             client.disconnect()
 
     async def _forward(self, client: mqtt.Client, batch: list[mqtt.MQTTMessage]) -> None:
-        records, letters = triage(batch)
+        latest = latest_event_ms(time.time(), self._settings.max_future_skew_s)
+        records, letters = triage(batch, latest)
         delay = 0.5
         while True:
             try:

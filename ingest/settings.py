@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
 
 
 class IngestSettings(BaseSettings):
@@ -15,6 +18,9 @@ class IngestSettings(BaseSettings):
     ingest_max_body_bytes: int = 4 * 1024 * 1024
     # At most this many events in one batch request.
     ingest_max_batch: int = 5000
+    # An event whose time lies further ahead of the gateway's clock is refused with
+    # reason ``future_time`` (IOC_MAX_FUTURE_SKEW_S, shared with the stream workers).
+    max_future_skew_s: float = Field(default=DEFAULT_MAX_FUTURE_SKEW_S, ge=0)
     # MQTT bridge; disabled when mqtt_host is empty.
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883

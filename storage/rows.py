@@ -6,6 +6,7 @@ the dead letters of the records that break the contract, so nothing is dropped s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,8 +14,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from events.envelope import decode
+from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, decode, latest_event_ms
 from events.errors import InvalidEventError
+from events.errors import describe_exception as _describe
 from events.records import AlertRecord, DeadLetter, KpiRecord
 
 Row = tuple[Any, ...]
@@ -123,9 +125,13 @@ def alert_row(rec: AlertRecord) -> Row:
     )
 
 
-def event_row(raw: bytes) -> Row:
-    """Decode and validate one raw event (full catalogue validation) into a table row."""
-    ev = decode(raw)
+RowDecoder = Callable[[bytes, int | None], Row]
+
+
+def event_row(raw: bytes, latest_ms: int | None = None) -> Row:
+    """Decode and validate one raw event (full catalogue validation) into a table row;
+    an event time after ``latest_ms`` is ``future_time``, as in the stream workers."""
+    ev = decode(raw, latest_ms)
     t: datetime = ev.time
     return (t, ev.type, ev.source, ev.id, ev.district, orjson.dumps(ev.data).decode())
 
@@ -137,7 +143,7 @@ def event_writer_key(row: Row) -> str:
     return source
 
 
-def event_row_decoder() -> Callable[[bytes], Row]:
+def event_row_decoder() -> RowDecoder:
     """The row builder of the raw-event sink (a seam for tests and benchmarks)."""
     return event_row
 
@@ -147,19 +153,26 @@ def _holds_nul(row: Row) -> bool:
 
 
 def event_rows(
-    records: Sequence[SourceRecord], decode_row: Callable[[bytes], Row], component: str
+    records: Sequence[SourceRecord],
+    decode_row: RowDecoder,
+    component: str,
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
 ) -> PreparedBatch:
     out = PreparedBatch()
     rows, sources = out.rows, out.sources
+    latest = latest_event_ms(time.time(), max_future_skew_s)
     for rec in records:
         raw = rec.value
         if raw is None:
             out.dead.append(dead_letter(rec, "undecodable", "empty record value", component))
             continue
         try:
-            row = decode_row(raw)
+            row = decode_row(raw, latest)
         except InvalidEventError as exc:
             out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
+            continue
+        except Exception as exc:  # a bug the record provokes: dead-letter it, go on
+            out.dead.append(dead_letter(rec, "processing_error", _describe(exc), component))
             continue
         # PostgreSQL's text and jsonb cannot hold U+0000: say so here instead of letting
         # the batch fail and be bisected. In the raw JSON it can only be the \u0000 escape.
@@ -175,11 +188,14 @@ def kpi_rows(records: Sequence[SourceRecord], component: str) -> PreparedBatch:
     out = PreparedBatch()
     for rec in records:
         try:
-            kpi = KpiRecord.from_json(rec.value or b"")
+            row = kpi_row(KpiRecord.from_json(rec.value or b""))
         except InvalidEventError as exc:
             out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
             continue
-        out.rows.append(kpi_row(kpi))
+        except Exception as exc:
+            out.dead.append(dead_letter(rec, "processing_error", _describe(exc), component))
+            continue
+        out.rows.append(row)
         out.sources.append(rec)
     return out
 
@@ -191,10 +207,13 @@ def alert_rows(records: Sequence[SourceRecord], component: str) -> PreparedBatch
             # A tombstone on the compacted alerts topic: nothing to store, history stays.
             continue
         try:
-            alert = AlertRecord.from_json(rec.value)
+            row = alert_row(AlertRecord.from_json(rec.value))
         except InvalidEventError as exc:
             out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
             continue
-        out.rows.append(alert_row(alert))
+        except Exception as exc:
+            out.dead.append(dead_letter(rec, "processing_error", _describe(exc), component))
+            continue
+        out.rows.append(row)
         out.sources.append(rec)
     return out

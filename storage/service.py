@@ -40,7 +40,12 @@ def sink_specs(settings: StorageSettings) -> list[SinkSpec]:
             topics=tuple(topics.events_topic(d) for d in topics.DOMAINS),
             group_id=settings.raw_group_id,
             merge=writers.RAW_EVENTS,
-            prepare=partial(rows.event_rows, decode_row=decode_row, component="storage.raw"),
+            prepare=partial(
+                rows.event_rows,
+                decode_row=decode_row,
+                component="storage.raw",
+                max_future_skew_s=settings.max_future_skew_s,
+            ),
             batch_rows=settings.sink_raw_batch_rows,
             batch_ms=settings.sink_raw_batch_ms,
             writers=settings.sink_raw_writers,

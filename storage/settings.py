@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
+
 
 class StorageSettings(BaseSettings):
     """Where the sinks read and write, how they batch, and how long data is kept."""
@@ -17,6 +19,10 @@ class StorageSettings(BaseSettings):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str = "postgresql://postgres@127.0.0.1:55432/ioc"
+
+    # Raw events further ahead of the sink's clock are dead-lettered as future_time, as the
+    # stream workers do (IOC_MAX_FUTURE_SKEW_S).
+    max_future_skew_s: float = Field(default=DEFAULT_MAX_FUTURE_SKEW_S, ge=0)
 
     # Batching of the raw-event sink: whichever limit is reached first closes a batch.
     sink_raw_batch_rows: int = Field(default=5000, ge=1)

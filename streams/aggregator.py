@@ -11,6 +11,14 @@ count, without Kafka transactions.
 Changed panes are handed out as full partial states (:meth:`take_changes`), never as
 deltas: publishing the same partial twice is harmless, which is what makes the second
 stage (:mod:`streams.merger`) idempotent.
+
+A record whose processing raises anything but a contract violation (a bug the record
+provokes) may have been folded into some panes and not others. The aggregator then
+rolls itself back to its last durable snapshot, quarantines the record's offset and asks
+the adapter to fetch again from right after that snapshot (:attr:`rewind_to`): the
+replay applies everything again except the quarantined record, which becomes a
+``processing_error`` dead letter. No record can stop the worker, and none is counted
+twice or half.
 """
 
 from __future__ import annotations
@@ -20,8 +28,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from events.envelope import decode
+import orjson
+
+from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, Event, decode, latest_event_ms
 from events.errors import InvalidEventError
+from events.errors import describe_exception as _describe
 from events.records import DeadLetter
 from streams.kpis import KpiIndex
 from streams.partials import Partial
@@ -57,6 +68,8 @@ class EngineConfig:
     hourly_ms: int = 3_600_000
     # Source topics are "<events_prefix><domain>" (tests use their own prefix).
     events_prefix: str = "ioc.events."
+    # Events further ahead of the worker's clock are dead-lettered as future_time.
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,91 +112,154 @@ class PartitionAggregator:
         self.watermark = Watermark(config.lateness_ms, config.grace_ms, config.idle_timeout_s)
         self.panes: dict[PaneKey, Partial] = {}
         self._dirty: set[PaneKey] = set()
+        # offset -> why: records that raised while being applied; skipped on replay
+        self.quarantine: dict[int, str] = {}
+        # What a rollback returns to: the last snapshot known durable (None: the empty
+        # state before ``_base_offset``, the first offset this aggregator applied).
+        self._durable: bytes | None = None
+        self._base_offset: int | None = None
+        # Set by a rollback: the adapter fetches again from this offset. Until a record at
+        # or before ``_poison`` arrives, fetched records after it are stale (prefetched
+        # before the rewind) and are ignored: they come again.
+        self.rewind_to: int | None = None
+        self._poison: int | None = None
+        self._clock_ms: int | None = None  # the worker's clock for the current batch
         # counters for metrics (not part of the durable state)
         self.processed = 0
         self.skipped = 0
         self.dead = 0
         self.too_late = 0
+        self.rollbacks = 0
 
     # -- hot path ---------------------------------------------------------------------
 
-    def process(self, records: Iterable[SourceRecord]) -> list[DeadLetter]:
-        """Apply a batch in offset order; returns the dead letters it produced."""
+    def process(
+        self, records: Iterable[SourceRecord], now_s: float | None = None
+    ) -> list[DeadLetter]:
+        """Apply a batch in offset order; returns the dead letters it produced.
+
+        ``now_s`` is the worker's wall clock (epoch seconds), for the future-time bound.
+        After a rollback (:attr:`rewind_to` set) the rest of the batch is not applied.
+        """
         dead: list[DeadLetter] = []
-        panes = self.panes
-        dirty = self._dirty
-        by_type = self.index.by_type
-        key_fields = self.index.key_field
-        pane_ms = self.config.pane_ms
-        wmark = self.watermark
+        now_s = time.time() if now_s is None else now_s
+        self._clock_ms = int(now_s * 1000)
+        latest = latest_event_ms(now_s, self.config.max_future_skew_s)
         applied = self.applied
-        processed = 0
+        poison = self._poison
+        processed = self.processed
         for rec in records:
             offset = rec.offset
+            if poison is not None:
+                if offset > poison:
+                    continue  # prefetched before the rewind: it is fetched again
+                poison = self._poison = None
             if offset <= applied:
                 self.skipped += 1  # replayed after a crash: already in the state
                 continue
-            applied = offset
+            if self._base_offset is None:
+                self._base_offset = offset
+            applied = self.applied = offset
             raw = rec.value if rec.value is not None else b""
+            why = self.quarantine.get(offset)
+            if why is not None:
+                dead.append(self._dead_letter(rec, raw, "processing_error", why))
+                continue
             try:
-                ev = decode(raw)
+                ev = decode(raw, latest)
             except InvalidEventError as exc:
                 dead.append(self._dead_letter(rec, raw, exc.reason, exc.detail))
                 continue
-            t_ms = ev.time_ms
-            if wmark.too_late(t_ms):
-                dead.append(
-                    self._dead_letter(
-                        rec,
-                        raw,
-                        "too_late",
-                        f"event time {ev.time.isoformat()} is behind "
-                        f"the watermark by more than the allowed lateness",
-                    )
-                )
-                self._count_late(ev.district)
+            except Exception as exc:  # nothing was applied yet: the record alone fails
+                dead.append(self._dead_letter(rec, raw, "processing_error", _describe(exc)))
                 continue
-            wmark.observe(t_ms)
-            processed += 1
-            kpis = by_type.get(ev.type)
-            if not kpis:
-                continue
-            data = ev.data
-            pane = t_ms - t_ms % pane_ms
-            district = None
-            station = None
-            for ck in kpis:
-                if ck.where:
-                    ok = True
-                    for name, allowed in ck.where:
-                        if data.get(name) not in allowed:
-                            ok = False
-                            break
-                    if not ok:
-                        continue
-                for kind in ck.scopes:
-                    if kind == "city":
-                        scope = "city"
-                    elif kind == "district":
-                        if district is None:
-                            district = "district:" + ev.district
-                        scope = district
-                    else:
-                        if station is None:
-                            station = "station:" + str(data.get(key_fields[ev.type]))
-                        scope = station
-                    key = (ck.id, scope, pane)
-                    p = panes.get(key)
-                    if p is None:
-                        p = panes[key] = Partial()
-                    ck.update(p, data, t_ms)
-                    dirty.add(key)
-        self.applied = applied
-        self.processed += processed
-        if processed:
-            wmark.touch()
+            try:
+                late = self._apply(ev)
+            except Exception as exc:
+                self._roll_back(offset, _describe(exc))
+                break
+            if late is not None:
+                dead.append(self._dead_letter(rec, raw, "too_late", late))
         self.dead += len(dead)
+        if self.processed != processed:
+            self.watermark.touch()
         return dead
+
+    def _apply(self, ev: Event) -> str | None:
+        """Fold one valid event into its panes; the reason it is too late, else None."""
+        t_ms = ev.time_ms
+        wmark = self.watermark
+        if wmark.too_late(t_ms):
+            self._count_late(ev.district)
+            return (
+                f"event time {ev.time.isoformat()} is behind "
+                f"the watermark by more than the allowed lateness"
+            )
+        wmark.observe(t_ms, self._clock_ms)
+        self.processed += 1
+        kpis = self.index.by_type.get(ev.type)
+        if not kpis:
+            return None
+        panes = self.panes
+        dirty = self._dirty
+        data = ev.data
+        pane = t_ms - t_ms % self.config.pane_ms
+        district = None
+        station = None
+        for ck in kpis:
+            if ck.where:
+                ok = True
+                for name, allowed in ck.where:
+                    if data.get(name) not in allowed:
+                        ok = False
+                        break
+                if not ok:
+                    continue
+            for kind in ck.scopes:
+                if kind == "city":
+                    scope = "city"
+                elif kind == "district":
+                    if district is None:
+                        district = "district:" + ev.district
+                    scope = district
+                else:
+                    if station is None:
+                        station = "station:" + str(data.get(self.index.key_field[ev.type]))
+                    scope = station
+                key = (ck.id, scope, pane)
+                p = panes.get(key)
+                if p is None:
+                    p = panes[key] = Partial()
+                ck.update(p, data, t_ms)
+                dirty.add(key)
+        return None
+
+    def _roll_back(self, offset: int, why: str) -> None:
+        """Back to the last durable state, with ``offset`` quarantined (see module doc)."""
+        quarantine = {**self.quarantine, offset: why}
+        durable, base = self._durable, self._base_offset
+        counters = (self.processed, self.skipped, self.dead, self.too_late, self.rollbacks)
+        fresh = PartitionAggregator(self.topic, self.partition, self.index, self.config)
+        if durable is not None:
+            fresh.restore(orjson.loads(durable))
+        # Everything after the durable state is applied again by the replay.
+        self.applied = fresh.applied
+        self.watermark = fresh.watermark
+        self.panes = fresh.panes
+        # The replay touches again every pane changed since the durable state.
+        self._dirty = set()
+        self.quarantine = quarantine
+        self.processed, self.skipped, self.dead, self.too_late, rollbacks = counters
+        self.rollbacks = rollbacks + 1
+        self.rewind_to = self.applied + 1 if durable is not None else base
+        self._poison = offset
+
+    def mark_durable(self, snapshot: bytes) -> None:
+        """The adapter stored ``snapshot`` (this aggregator's :meth:`snapshot`) durably."""
+        self._durable = snapshot
+        applied = self.applied
+        # Offsets up to the durable state are never fetched again: forget them.
+        self.quarantine = {o: why for o, why in self.quarantine.items() if o > applied}
 
     def _count_late(self, district: str) -> None:
         self.too_late += 1
@@ -253,6 +329,7 @@ class PartitionAggregator:
             "source": self.source,
             "applied": self.applied,
             "max_event_ms": self.watermark.max_event_ms,
+            "quarantine": [[o, why] for o, why in self.quarantine.items()],
             "panes": [[k, s, p, part.to_dict()] for (k, s, p), part in self.panes.items()],
         }
 
@@ -260,5 +337,7 @@ class PartitionAggregator:
         self.applied = int(snap["applied"])
         self.watermark.max_event_ms = snap["max_event_ms"]
         self.watermark.touch(time.monotonic())
+        self.quarantine = {int(o): str(why) for o, why in snap.get("quarantine", ())}
+        self._durable = orjson.dumps(snap)  # what it was restored from is durable
         self.panes = {(k, s, int(p)): Partial.from_dict(d) for k, s, p, d in snap["panes"]}
         self._dirty.clear()

@@ -92,6 +92,11 @@ class _FaustConsumerView:
         assigned: Set[TP] = self._consumer.assignment()
         return assigned
 
+    async def rewind(self, tp: TopicPartition, offset: int) -> None:
+        # A real seek (unlike ``seek`` above): after a rollback the stage must read this
+        # partition again from its durable state, not from where the fetcher is.
+        await self._consumer.seek(TP(tp.topic, tp.partition), offset)
+
 
 class FaustStreamsHost(Worker):
     """The worker with its stages driven by a Faust app instead of two aiokafka loops."""
@@ -110,6 +115,7 @@ class FaustStreamsHost(Worker):
         self._unused = [self.events.consumer, self.merge.consumer]
         self.events.consumer = view
         self.merge.consumer = view
+        self.events.rewind = view.rewind  # type: ignore[method-assign]
         # One lock: batches, timers and rebalance callbacks never interleave mid-step.
         self._lock = asyncio.Lock()
         self._closing = False
@@ -152,7 +158,6 @@ class FaustStreamsHost(Worker):
 
     async def _apply(self, records: Mapping[Any, list[Any]]) -> None:
         s = self.settings
-        metrics = self.metrics
         total = 0
         for tp, recs in records.items():
             if tp.topic == s.partials_topic:
@@ -160,18 +165,8 @@ class FaustStreamsHost(Worker):
                 if self.merge.apply(tp, recs):
                     self._merge_dirty = True
                 continue
-            agg = self.events.aggs.get(tp)
-            if agg is None:
-                continue
-            total += len(recs)
-            before, skipped = agg.processed, agg.skipped
-            for dl in agg.process(recs):
-                metrics.dead_letters.labels(dl.reason).inc()
-                self.events.pending.append(
-                    await self.producer.send(s.deadletter_topic, dl.to_json(), key=dl.key)
-                )
-            metrics.events.inc(agg.processed - before)
-            metrics.replayed.inc(agg.skipped - skipped)
+            if await self.events.apply(tp, recs):
+                total += len(recs)
         # A large batch means a backlog: then partials go out with the checkpoints only.
         self._catching_up = total >= s.max_poll_records // 2
         self._last_batch = time.monotonic()

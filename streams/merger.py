@@ -14,6 +14,12 @@ panes. It emits:
   a window already final.
 
 Merges run in sorted order, so the result is the same with one or many workers.
+
+A window whose record cannot be built (an exception while merging or valuing it) is
+*quarantined*: it is never emitted again, the failure is handed to the adapter
+(:meth:`KpiMerger.take_failures`, which dead-letters it as ``processing_error``), and the
+quarantine is part of the snapshot, so a restarted worker skips it instead of failing on
+it again. Every other window goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from events.errors import describe_exception
 from events.records import KpiRecord
 from streams.aggregator import EngineConfig, PaneUpdate, WatermarkReport
 from streams.kpis import LATE_KPI_DOMAIN, CompiledKpi, KpiIndex
@@ -71,6 +78,9 @@ class KpiMerger:
         self.changed: set[tuple[str, str, int]] = set()
         self.forgotten: set[tuple[str, str, int]] = set()
         self.emitted = 0
+        # Windows that raised while being built: window -> why (kept until they expire).
+        self.quarantined: dict[WindowKey, str] = {}
+        self._failures: list[tuple[WindowKey, str]] = []
 
     def _assigner(self, size_s: int) -> WindowAssigner:
         a = self.assigners.get(size_s)
@@ -84,16 +94,24 @@ class KpiMerger:
         ck = self.index.by_id.get(u.kpi)
         if ck is None:
             return  # a KPI removed from the catalogue since the partial was written
+        # Everything that can raise comes before the first change: a pane update is
+        # applied whole or not at all.
+        pane_end = u.pane_ms + self.config.pane_ms
+        spans = [
+            (size, self._assigner(size).windows_for_span(u.pane_ms, pane_end))
+            for size in ck.windows
+        ]
         cell = self.panes.setdefault((u.kpi, u.scope), {}).setdefault(u.pane_ms, {})
         held = cell.get(u.source)
         if held is not None and held[0] > u.version:
             return  # an older state (a zombie or a replay): the newer one stays
         cell[u.source] = (u.version, u.partial)
         self.changed.add((u.kpi, u.scope, u.pane_ms))
-        pane_end = u.pane_ms + self.config.pane_ms
-        for size in ck.windows:
-            for start in self._assigner(size).windows_for_span(u.pane_ms, pane_end):
+        for size, starts in spans:
+            for start in starts:
                 wk = (u.kpi, u.scope, size, start)
+                if wk in self.quarantined:
+                    continue
                 ws = self.windows.get(wk)
                 if ws is None:
                     floor = self.revision_floor.get((u.kpi, u.scope), 0)
@@ -182,23 +200,45 @@ class KpiMerger:
             wm = wms.get(self._topic_of(ck))
             end = self._assigner(size).end(start)
             closed = wm is not None and wm >= end
-            if closed and not ws.final:
-                ws.final = True
-                ws.dirty = False
-                ws.last_emit = now
-                out.append(self._record(wk, ws, final=True))
-            elif ws.dirty and now - ws.last_emit >= interval:
-                # live value of an open window, or a late update of a final one
-                ws.dirty = False
-                ws.last_emit = now
-                out.append(self._record(wk, ws, final=ws.final))
+            try:
+                if closed and not ws.final:
+                    ws.final = True
+                    ws.dirty = False
+                    ws.last_emit = now
+                    out.append(self._record(wk, ws, final=True))
+                elif ws.dirty and now - ws.last_emit >= interval:
+                    # live value of an open window, or a late update of a final one
+                    ws.dirty = False
+                    ws.last_emit = now
+                    out.append(self._record(wk, ws, final=ws.final))
+            except Exception as exc:
+                why = describe_exception(exc)
+                self.quarantined[wk] = why
+                self._failures.append((wk, why))
+                expired.append(wk)
+                continue
             if ws.final and not ws.dirty and wm is not None and wm >= end + grace:
                 expired.append(wk)
         for wk in expired:
             del self.windows[wk]
+        self._expire_quarantine(wms)
         self._forget_panes(wms)
         self.emitted += len(out)
         return out
+
+    def take_failures(self) -> list[tuple[WindowKey, str]]:
+        """Windows quarantined since the last call, with why (for dead letters)."""
+        out, self._failures = self._failures, []
+        return out
+
+    def _expire_quarantine(self, wms: dict[str, int | None]) -> None:
+        grace = self.config.grace_ms
+        for wk in list(self.quarantined):
+            kpi, _scope, size, start = wk
+            ck = self.index.by_id.get(kpi)
+            wm = None if ck is None else wms.get(self._topic_of(ck))
+            if ck is None or (wm is not None and wm >= self._assigner(size).end(start) + grace):
+                del self.quarantined[wk]
 
     def _forget_panes(self, wms: dict[str, int | None]) -> None:
         grace = self.config.grace_ms
@@ -230,6 +270,7 @@ class KpiMerger:
             ],
             "marks": [[s, v, wm, idle] for s, (v, wm, idle) in self.marks.items()],
             "floors": [[k, s, rev] for (k, s), rev in self.revision_floor.items()],
+            "quarantined": [[*wk, why] for wk, why in self.quarantined.items()],
             "topic_partitions": self.topic_partitions,
         }
 
@@ -266,6 +307,10 @@ class KpiMerger:
         }
         self.marks = {s: (int(v), wm, bool(idle)) for s, v, wm, idle in snap["marks"]}
         self.revision_floor = {(k, s): int(rev) for k, s, rev in snap.get("floors", [])}
+        self.quarantined = {
+            (k, s, int(size), int(start)): str(why)
+            for k, s, size, start, why in snap.get("quarantined", [])
+        }
         self.topic_partitions = {t: int(n) for t, n in snap.get("topic_partitions", {}).items()}
 
     def bump_revisions(self, n: int) -> None:

@@ -28,6 +28,12 @@ class StreamsMetrics:
         self.dead_letters = Counter(
             "ioc_streams_dead_letters", "Records sent to ioc.deadletter", ["reason"], registry=r
         )
+        self.rollbacks = Counter(
+            "ioc_streams_rollbacks",
+            "Partitions rolled back to their durable state after a record raised "
+            "(the record is quarantined and dead-lettered as processing_error)",
+            registry=r,
+        )
         self.kpi_records = Counter("ioc_streams_kpi_records", "KPI records emitted", registry=r)
         self.checkpoints = Counter(
             "ioc_streams_checkpoints", "State snapshots committed", registry=r

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
 from events.topics import DEADLETTER, EVENTS_PREFIX, KPI
 from streams.aggregator import EngineConfig
 
@@ -39,6 +40,13 @@ class StreamsSettings(BaseSettings):
     late_grace_s: float = 120.0
     idle_timeout_s: float = 10.0
     live_interval_s: float = 1.0
+    # Events whose time lies further ahead of this worker's clock are dead-lettered as
+    # ``future_time`` (the same bound as the ingest gateways; not all producers are ours).
+    max_future_skew_s: float = Field(
+        default=DEFAULT_MAX_FUTURE_SKEW_S,
+        ge=0,
+        validation_alias=AliasChoices("IOC_STREAMS_MAX_FUTURE_SKEW_S", "IOC_MAX_FUTURE_SKEW_S"),
+    )
 
     # Hand-off and durability cadence.
     publish_interval_s: float = 0.25  # stage 1 -> partials topic
@@ -71,4 +79,5 @@ class StreamsSettings(BaseSettings):
             hopping_hop_ms=self.hopping_hop_s * 1000,
             hourly_ms=self.hourly_s * 1000,
             events_prefix=self.events_topic_prefix,
+            max_future_skew_s=self.max_future_skew_s,
         )

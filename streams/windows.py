@@ -59,10 +59,18 @@ def pane_start(t_ms: int, pane_ms: int) -> int:
 class Watermark:
     """Event-time progress of one source partition.
 
-    ``value`` is the maximum event time seen minus the allowed lateness: every window
-    that ends at or before it is final. Events up to ``grace_ms`` behind the watermark
-    are still applied (and make the second stage re-emit the window with a higher
-    revision); older ones are *too late*.
+    ``value`` is the partition's event-time *front* minus the allowed lateness: every
+    window that ends at or before it is final. Events up to ``grace_ms`` behind the
+    watermark are still applied (and make the second stage re-emit the window with a
+    higher revision); older ones are *too late*.
+
+    The front is the newest event time seen, but never later than the worker's clock at
+    the time the event is applied (``observe(t, clock_ms)``): an event from a source whose
+    clock runs ahead is applied to its window, yet moves the front no further than "now".
+    So one early event cannot make the on-time events of the partition's other sources
+    too late; they are too late only when they lag the worker's clock by more than the
+    lateness plus the grace, which is when they would be too late anyway once any
+    on-time source of the partition reports.
 
     A partition that received nothing for ``idle_timeout_s`` (wall clock) is *idle*:
     the second stage then ignores it when it takes the minimum over partitions, so a
@@ -83,7 +91,9 @@ class Watermark:
         wm = self.value
         return wm is not None and t_ms < wm - self.grace_ms
 
-    def observe(self, t_ms: int) -> None:
+    def observe(self, t_ms: int, clock_ms: int | None = None) -> None:
+        if clock_ms is not None and t_ms > clock_ms:
+            t_ms = clock_ms
         if self.max_event_ms is None or t_ms > self.max_event_ms:
             self.max_event_ms = t_ms
 

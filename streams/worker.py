@@ -35,10 +35,12 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from events.errors import describe_exception
+from events.records import DeadLetter
 from events.topics import DOMAINS
-from streams.aggregator import PartitionAggregator
+from streams.aggregator import COMPONENT, PartitionAggregator
 from streams.kpis import KpiIndex
-from streams.merger import KpiMerger
+from streams.merger import KpiMerger, WindowKey
 from streams.observability import StreamsMetrics, serve
 from streams.settings import StreamsSettings
 from streams.state import ensure_topics, load_snapshots
@@ -169,6 +171,7 @@ class EventStage:
         """Publish, store every snapshot durably, then commit the source offsets."""
         await self.publish()
         offsets: dict[TopicPartition, int] = {}
+        stored: list[tuple[PartitionAggregator, bytes]] = []
         for tp, agg in self.aggs.items():
             if (only is not None and tp not in only) or agg.applied < 0:
                 continue
@@ -181,9 +184,12 @@ class EventStage:
                 )
             )
             offsets[tp] = agg.applied + 1
+            stored.append((agg, snap))
         pending, self.pending = self.pending, []
         if pending:
             await asyncio.gather(*pending)
+        for agg, snap in stored:
+            agg.mark_durable(snap)
         if offsets:
             await self.consumer.commit(offsets)
             self._committed.update(offsets)
@@ -191,6 +197,32 @@ class EventStage:
 
     def _refetch(self, tp: TopicPartition, offset: int) -> None:
         _refetch(self.consumer, tp, offset)
+
+    async def rewind(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch ``tp`` again from ``offset`` (after a rollback; the Faust host overrides)."""
+        self._refetch(tp, offset)
+
+    async def apply(self, tp: TopicPartition, records: list[Any]) -> bool:
+        """Fold a fetched batch of a source partition into its aggregator and send its dead
+        letters; False if the partition is not (or not yet) ours."""
+        agg = self.aggs.get(tp)
+        if agg is None:
+            return False
+        metrics = self.metrics
+        before, skipped = agg.processed, agg.skipped
+        for dl in agg.process(records):
+            metrics.dead_letters.labels(dl.reason).inc()
+            self.pending.append(
+                await self.producer.send(self.settings.deadletter_topic, dl.to_json(), key=dl.key)
+            )
+        metrics.events.inc(agg.processed - before)
+        metrics.replayed.inc(agg.skipped - skipped)
+        if agg.rewind_to is not None:
+            offset, agg.rewind_to = agg.rewind_to, None
+            metrics.rollbacks.inc()
+            log.error("stage1.rolled_back", source=agg.source, refetch_from=offset)
+            await self.rewind(tp, offset)
+        return True
 
     def _lag(self) -> None:
         for tp, agg in self.aggs.items():
@@ -212,20 +244,10 @@ class EventStage:
                 # only (each pane is sent once per second, not once per quarter second).
                 catching_up = sum(len(r) for r in batch.values()) >= s.max_poll_records // 2
                 for tp, records in batch.items():
-                    agg = self.aggs.get(tp)
-                    if agg is None:
+                    if not await self.apply(tp, records):
                         # Fetched while its state is still being restored (the rebalance
                         # callback runs concurrently): fetch these again afterwards.
                         self._refetch(tp, records[0].offset)
-                        continue
-                    before, skipped = agg.processed, agg.skipped
-                    for dl in agg.process(records):
-                        self.metrics.dead_letters.labels(dl.reason).inc()
-                        self.pending.append(
-                            await self.producer.send(s.deadletter_topic, dl.to_json(), key=dl.key)
-                        )
-                    self.metrics.events.inc(agg.processed - before)
-                    self.metrics.replayed.inc(agg.skipped - skipped)
                 now = time.monotonic()
                 if now >= next_checkpoint:
                     await self.checkpoint()
@@ -259,6 +281,7 @@ class MergeStage:
         self.consumer = _consumer(settings, self.group)
         self.mergers: dict[TopicPartition, KpiMerger] = {}
         self.positions: dict[TopicPartition, int] = {}
+        self.dead: list[DeadLetter] = []  # sent with the next flush
         self.on_records: Callable[[list[Any]], None] | None = None  # hook for benchmarks
         # Snapshots go out every checkpoint interval; a window emits at most once per
         # flush, so after a crash revisions jump by the flushes of one interval (+1).
@@ -300,10 +323,12 @@ class MergeStage:
         offsets: dict[TopicPartition, int] = {}
         emitted: list[Any] = []
         now = time.monotonic()
+        dead, self.dead = self.dead, []
         for tp, merger in self.mergers.items():
             if only is not None and tp not in only:
                 continue
             records = merger.flush(now)
+            dead.extend(_window_failure(tp, wk, why) for wk, why in merger.take_failures())
             for rec in records:
                 pending.append(
                     await self.producer.send(
@@ -327,6 +352,11 @@ class MergeStage:
                 )
             )
             offsets[tp] = pos
+        for dl in dead:
+            self.metrics.dead_letters.labels(dl.reason).inc()
+            pending.append(
+                await self.producer.send(self.settings.deadletter_topic, dl.to_json(), key=dl.key)
+            )
         if pending:
             await asyncio.gather(*pending)
         if offsets:
@@ -344,12 +374,18 @@ class MergeStage:
         if merger is None:
             return False
         for rec in records:
-            item = decode_internal(rec.value or b"")
-            if isinstance(item, list):
-                for report in item:
-                    merger.apply_watermark(report)
-            else:
-                merger.apply_pane(item)
+            try:
+                item = decode_internal(rec.value or b"")
+                if isinstance(item, list):
+                    for report in item:
+                        merger.apply_watermark(report)
+                else:
+                    merger.apply_pane(item)
+            except Exception as exc:
+                # Each update is applied whole or not at all: this one alone is lost.
+                self.dead.append(
+                    DeadLetter.of(rec, "processing_error", describe_exception(exc), COMPONENT)
+                )
         self.positions[tp] = records[-1].offset + 1
         return True
 
@@ -383,6 +419,22 @@ class MergeStage:
             await self.flush(force_snapshot=True)
         finally:
             await self.consumer.stop()
+
+
+def _window_failure(tp: TopicPartition, wk: WindowKey, why: str) -> DeadLetter:
+    """The dead letter of a window that could not be built (quarantined by its merger)."""
+    kpi, scope, size, start = wk
+    body = {"kpi": kpi, "scope": scope, "window_s": size, "window_start_ms": start}
+    return DeadLetter(
+        reason="processing_error",
+        detail=why,
+        source_topic=tp.topic,
+        source_partition=tp.partition,
+        source_offset=-1,
+        value=orjson.dumps(body),
+        key=f"{kpi}|{scope}".encode(),
+        component=COMPONENT,
+    )
 
 
 class Worker:

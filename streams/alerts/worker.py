@@ -33,7 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events import topics
-from events.errors import InvalidEventError
+from events.errors import InvalidEventError, describe_exception
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.engine import AlertEngine
 from streams.alerts.records import latest_by_id
@@ -204,8 +204,9 @@ class AlertsWorker:
                         pending.append(msg)
                         continue
                     replayed += 1
-                    # A bad record was dead-lettered when it was first consumed.
-                    with contextlib.suppress(InvalidEventError):
+                    # A bad record (or one the engine fails on) was dead-lettered when it
+                    # was first consumed; raising here would make every restart fail again.
+                    with contextlib.suppress(Exception):
                         self.engine.on_kpi(KpiRecord.from_json(msg.value or b""))
         self.engine.restore(restored)
         consumer.resume(*cmd_parts)
@@ -296,7 +297,7 @@ class AlertsWorker:
             return
         except Exception as exc:  # a bug must not stop the alerts: park the record
             log.exception("record failed", topic=msg.topic, offset=msg.offset)
-            letters.append(self._letter(msg, "processing_error", repr(exc)))
+            letters.append(self._letter(msg, "processing_error", describe_exception(exc)))
             return
         if outcome.duplicate:
             self.metrics.commands.labels("duplicate").inc()

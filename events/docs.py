@@ -17,7 +17,7 @@ import orjson
 
 from events.aqi import US_BANDS, VN_BANDS
 from events.catalogue import EVENT_TYPES, EventType, FieldSpec
-from events.envelope import MAX_EVENT_BYTES, new_event, validate
+from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, MAX_EVENT_BYTES, new_event, validate
 from events.flood import WATER_STATIONS
 from events.geography import DISTRICTS, PROVINCE_NAME_EN, PROVINCE_NAME_VI
 from events.kpis import KPI_CATALOGUE, KpiSpec
@@ -37,7 +37,11 @@ _REASONS = (
      "or `datacontenttype` not `application/json`"),
     ("unsupported_specversion", '`specversion` is not `"1.0"`'),
     ("unknown_type", "`type` is not in this catalogue"),
-    ("bad_time", "`time` (or a payload time) is not RFC 3339 with a UTC offset"),
+    ("bad_time", "`time` (or a payload time) is not RFC 3339 with a UTC offset, or `time` "
+     "is outside what the windows can represent (before 1970, from year 9000 on)"),
+    ("future_time", "`time` is more than `IOC_MAX_FUTURE_SKEW_S` (default "
+     f"{DEFAULT_MAX_FUTURE_SKEW_S:.0f} s) ahead of the receiver's clock (gateways, stream "
+     "workers and the raw-event sink each check it against their own clock)"),
     ("missing_field", "a required payload field is absent"),
     ("wrong_type", "a payload field has the wrong JSON type (`null` included)"),
     ("out_of_range", "a number outside the field's range"),

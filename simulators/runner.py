@@ -36,7 +36,7 @@ from simulators.model import build_province
 from simulators.publisher import Publisher, create_publisher
 from simulators.ratelimit import TokenBucket
 from simulators.scenarios import Schedule, parse_scenarios
-from simulators.settings import SimulatorSettings
+from simulators.settings import SimulatorSettings, default_start
 from simulators.signals import FaultModel
 
 log = structlog.get_logger(__name__)
@@ -73,7 +73,7 @@ StopCheck = Callable[[], bool]
 
 def build_simulator(settings: SimulatorSettings, worker: int = 0) -> ProvinceSimulator:
     """The generator for these settings (start = settings.start or now)."""
-    start = settings.start or datetime.now(UTC)
+    start = default_start(settings, datetime.now(UTC))
     province = build_province(settings.seed)
     schedule = Schedule(parse_scenarios(settings.scenario), province, start.timestamp())
     faults = FaultModel(settings.seed) if settings.faults else None
@@ -110,7 +110,7 @@ def run_worker(
     rate = rate or settings.rate
     # The simulation starts at the same simulated instant in every worker.
     if settings.start is None:
-        settings = settings.model_copy(update={"start": datetime.now(UTC)})
+        settings = settings.model_copy(update={"start": default_start(settings, datetime.now(UTC))})
     simulator = build_simulator(settings, worker)
     injector = build_injector(settings, worker)
     publisher = create_publisher(settings)
@@ -223,7 +223,7 @@ def run(
     workers = settings.effective_workers
     if workers == 1:
         return run_worker(settings, on_progress=on_progress, should_stop=should_stop)
-    settings = settings.model_copy(update={"start": settings.start or datetime.now(UTC)})
+    settings = settings.model_copy(update={"start": default_start(settings, datetime.now(UTC))})
     ctx = mp.get_context("spawn")
     reports = ctx.Queue()
     stop = ctx.Event()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +37,8 @@ class SimulatorSettings(BaseSettings):
     speed: float = Field(default=1.0, gt=0, description="simulated seconds per real second")
     seed: int = 42
     scenario: str = Field(default="none", description="a scenario name, 'cycle' or 'none'")
-    # Simulated start time (UTC); None = the wall clock at start.
+    # Simulated start time (UTC); None = the wall clock at start, or earlier with
+    # speed > 1 (see default_start): simulated time must not run ahead of the clock.
     start: datetime | None = None
     # Injection of imperfect deliveries for testing the pipeline (fractions of events).
     late: float = Field(default=0.0, ge=0, le=1)
@@ -84,3 +85,15 @@ class SimulatorSettings(BaseSettings):
                 f"late + out_of_order + duplicates + malformed = {total:.2f} > 1; lower them"
             )
         return self
+
+
+def default_start(settings: SimulatorSettings, now: datetime) -> datetime:
+    """The simulated start when none is given: ``now``, or with ``speed`` > 1 and a
+    ``duration`` early enough that the run ends at the wall clock. Gateways and stream
+    workers refuse event times more than IOC_MAX_FUTURE_SKEW_S ahead of their clock
+    (``future_time``), and faster-than-real time would soon be that far ahead."""
+    if settings.start is not None:
+        return settings.start
+    if settings.speed > 1 and settings.duration is not None:
+        return now - timedelta(seconds=settings.duration * (settings.speed - 1))
+    return now

@@ -8,7 +8,7 @@ import statistics
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from simulators.model import build_province
 from simulators.ratelimit import TokenBucket
 from simulators.runner import Progress
 from simulators.scenarios import SCENARIO_NAMES, ScenarioRun, Schedule, parse_scenarios
-from simulators.settings import SimulatorSettings
+from simulators.settings import SimulatorSettings, default_start
 from simulators.signals import FaultModel, local_clock
 
 # Monday 2 March 2026, 07:00 in Vietnam (00:00 UTC): the morning rush is about to start.
@@ -417,3 +417,16 @@ def test_progress_line_shows_rates_per_domain_and_the_scenario() -> None:
     assert "air " in line and "traffic " in line and "payments 0" in line
     assert "flood:HD-TV-PL" in line and "duplicate 7" in line and "x60" in line
     assert meter.rate > 0 and meter.by_domain["traffic"] > meter.by_domain["air"] > 0
+
+
+def test_faster_than_real_time_never_runs_ahead_of_the_clock() -> None:
+    """Gateways and workers refuse event times more than IOC_MAX_FUTURE_SKEW_S ahead of
+    their clock: a run at ``speed`` x with a duration ends at the wall clock instead."""
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    fast = SimulatorSettings(speed=60, duration=10)
+    start = default_start(fast, now)
+    assert start == now - timedelta(seconds=590)
+    assert start + timedelta(seconds=10 * 60) == now + timedelta(seconds=10)  # ends at the clock
+    assert default_start(SimulatorSettings(duration=10), now) == now
+    given = datetime(2026, 1, 1, tzinfo=UTC)
+    assert default_start(SimulatorSettings(speed=60, duration=10, start=given), now) == given

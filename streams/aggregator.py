@@ -34,6 +34,7 @@ from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, Event, decode, latest_eve
 from events.errors import InvalidEventError
 from events.errors import describe_exception as _describe
 from events.records import DeadLetter
+from streams.dedup import IdentityIndex, fingerprints, identity
 from streams.kpis import KpiIndex
 from streams.partials import Partial
 from streams.windows import Watermark
@@ -112,6 +113,7 @@ class PartitionAggregator:
         self.watermark = Watermark(config.lateness_ms, config.grace_ms, config.idle_timeout_s)
         self.panes: dict[PaneKey, Partial] = {}
         self._dirty: set[PaneKey] = set()
+        self.seen = IdentityIndex()  # identities applied, by pane (streams.dedup)
         # offset -> why: records that raised while being applied; skipped on replay
         self.quarantine: dict[int, str] = {}
         # What a rollback returns to: the last snapshot known durable (None: the empty
@@ -130,6 +132,7 @@ class PartitionAggregator:
         self.dead = 0
         self.too_late = 0
         self.rollbacks = 0
+        self.duplicates = 0
 
     # -- hot path ---------------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class PartitionAggregator:
         applied = self.applied
         poison = self._poison
         processed = self.processed
+        valid: list[tuple[SourceRecord, bytes, Event]] = []
         for rec in records:
             offset = rec.offset
             if poison is not None:
@@ -173,10 +177,25 @@ class PartitionAggregator:
             except Exception as exc:  # nothing was applied yet: the record alone fails
                 dead.append(self._dead_letter(rec, raw, "processing_error", _describe(exc)))
                 continue
+            valid.append((rec, raw, ev))
+        if not valid:
+            self.dead += len(dead)
+            return dead
+        # Repeats of an identity already applied (in an earlier batch or this one) are
+        # dropped: one vectorised look-up per batch, not one per event.
+        pane_ms = self.config.pane_ms
+        first = self.seen.admit(
+            [ev.time_ms - ev.time_ms % pane_ms for _, _, ev in valid],
+            fingerprints([identity(ev.source, ev.id) for _, _, ev in valid]),
+        ).tolist()
+        for (rec, raw, ev), new in zip(valid, first, strict=True):
+            if not new:
+                self.duplicates += 1
+                continue
             try:
                 late = self._apply(ev)
             except Exception as exc:
-                self._roll_back(offset, _describe(exc))
+                self._roll_back(rec.offset, _describe(exc))
                 break
             if late is not None:
                 dead.append(self._dead_letter(rec, raw, "too_late", late))
@@ -239,9 +258,12 @@ class PartitionAggregator:
         quarantine = {**self.quarantine, offset: why}
         durable, base = self._durable, self._base_offset
         counters = (self.processed, self.skipped, self.dead, self.too_late, self.rollbacks)
+        duplicates = self.duplicates
         fresh = PartitionAggregator(self.topic, self.partition, self.index, self.config)
         if durable is not None:
             fresh.restore(orjson.loads(durable))
+        # The identities seen since the durable state are seen again by the replay.
+        self.seen.discard_fresh()
         # Everything after the durable state is applied again by the replay.
         self.applied = fresh.applied
         self.watermark = fresh.watermark
@@ -251,6 +273,7 @@ class PartitionAggregator:
         self.quarantine = quarantine
         self.processed, self.skipped, self.dead, self.too_late, rollbacks = counters
         self.rollbacks = rollbacks + 1
+        self.duplicates = duplicates
         self.rewind_to = self.applied + 1 if durable is not None else base
         self._poison = offset
 
@@ -330,14 +353,30 @@ class PartitionAggregator:
             "applied": self.applied,
             "max_event_ms": self.watermark.max_event_ms,
             "quarantine": [[o, why] for o, why in self.quarantine.items()],
+            "ids": self.seen.snapshot(),
             "panes": [[k, s, p, part.to_dict()] for (k, s, p), part in self.panes.items()],
         }
 
-    def restore(self, snap: dict[str, Any]) -> None:
+    def take_id_deltas(self) -> list[tuple[int, int, bytes | None]]:
+        """The identities added since the last call, and tombstones of the identity
+        buckets of panes the watermark left behind (see :meth:`IdentityIndex.take_deltas`):
+        stored apart from :meth:`snapshot`, which names the deltas it is made of."""
+        wm = self.watermark.value
+        pane_ms = self.config.pane_ms
+        horizon = None if wm is None else wm - self.config.grace_ms - pane_ms + 1
+        return self.seen.take_deltas(horizon)
+
+    def restore(
+        self, snap: dict[str, Any], id_deltas: dict[tuple[int, int], bytes] | None = None
+    ) -> None:
+        """From :meth:`snapshot`; with ``id_deltas`` ((pane, seq) -> stored delta) also
+        the identities seen (without: they stay as they are)."""
         self.applied = int(snap["applied"])
         self.watermark.max_event_ms = snap["max_event_ms"]
         self.watermark.touch(time.monotonic())
         self.quarantine = {int(o): str(why) for o, why in snap.get("quarantine", ())}
         self._durable = orjson.dumps(snap)  # what it was restored from is durable
+        if id_deltas is not None and "ids" in snap:
+            self.seen.restore(snap["ids"], id_deltas)
         self.panes = {(k, s, int(p)): Partial.from_dict(d) for k, s, p, d in snap["panes"]}
         self._dirty.clear()

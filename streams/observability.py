@@ -28,6 +28,11 @@ class StreamsMetrics:
         self.dead_letters = Counter(
             "ioc_streams_dead_letters", "Records sent to ioc.deadletter", ["reason"], registry=r
         )
+        self.duplicates = Counter(
+            "ioc_streams_duplicates",
+            "Repeats of an event identity (source, id) already applied, dropped",
+            registry=r,
+        )
         self.rollbacks = Counter(
             "ioc_streams_rollbacks",
             "Partitions rolled back to their durable state after a record raised "

@@ -79,8 +79,11 @@ async def read_to_end(
             )
 
 
-async def load_snapshots(settings: StreamsSettings, prefix: bytes) -> dict[bytes, dict[str, Any]]:
-    """The newest snapshot of every key starting with ``prefix``."""
+async def load_snapshots(
+    settings: StreamsSettings, prefix: bytes, raw: Callable[[bytes], bool] | None = None
+) -> dict[bytes, Any]:
+    """The newest snapshot of every key starting with ``prefix`` (JSON-decoded; the
+    bytes as stored for the keys ``raw`` selects)."""
     tp = TopicPartition(settings.state_topic, 0)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -89,14 +92,14 @@ async def load_snapshots(settings: StreamsSettings, prefix: bytes) -> dict[bytes
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
     )
     await consumer.start()
-    out: dict[bytes, dict[str, Any]] = {}
+    out: dict[bytes, Any] = {}
 
     def keep(_: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         for rec in records:
             if rec.key is None or not rec.key.startswith(prefix):
                 continue
             if rec.value:
-                out[rec.key] = orjson.loads(rec.value)
+                out[rec.key] = rec.value if raw and raw(rec.key) else orjson.loads(rec.value)
             else:  # a tombstone: the state of this key was dropped
                 out.pop(rec.key, None)
 

@@ -61,6 +61,24 @@ def stage1_state_key(source: str) -> bytes:
     return f"events|{source}".encode()
 
 
+def stage1_ids_prefix(source: str) -> bytes:
+    return f"events|{source}|ids|".encode()
+
+
+def stage1_ids_key(source: str, pane: int, seq: int) -> bytes:
+    """The key of one delta of seen identities (see :mod:`streams.dedup`)."""
+    return stage1_ids_prefix(source) + f"{pane}|{seq}".encode()
+
+
+def is_ids_key(key: bytes) -> bool:
+    return b"|ids|" in key
+
+
+def parse_ids_key(key: bytes, prefix: bytes) -> tuple[int, int]:
+    pane, seq = key[len(prefix) :].split(b"|")
+    return int(pane), int(seq)
+
+
 def stage2_prefix(group: str, partition: int) -> bytes:
     return f"merge|{group}|{partition}|".encode()
 

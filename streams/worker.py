@@ -49,7 +49,11 @@ from streams.wire import (
     decode_internal,
     encode_pane,
     encode_watermarks,
+    is_ids_key,
     pane_key,
+    parse_ids_key,
+    stage1_ids_key,
+    stage1_ids_prefix,
     stage1_state_key,
     stage2_cell_key,
     stage2_meta_key,
@@ -130,16 +134,27 @@ class EventStage:
         self._committed: dict[TopicPartition, int] = {}
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
-        snaps = await load_snapshots(self.settings, b"events|")
+        snaps = await load_snapshots(self.settings, b"events|", raw=is_ids_key)
+        restored = 0
         for tp in sorted(assigned):
             agg = PartitionAggregator(tp.topic, tp.partition, self.index, self.config)
             snap = snaps.get(stage1_state_key(agg.source))
             if snap is not None:
-                agg.restore(snap)
+                prefix = stage1_ids_prefix(agg.source)
+                deltas = {
+                    parse_ids_key(k, prefix): v for k, v in snaps.items() if k.startswith(prefix)
+                }
+                agg.restore(snap, deltas)
+                restored += 1
                 # Resume right after the state; offsets before are in it already.
                 self.consumer.seek(tp, agg.applied + 1)
             self.aggs[tp] = agg
-        log.info("stage1.assigned", partitions=len(assigned), restored=len(snaps))
+        log.info(
+            "stage1.assigned",
+            partitions=len(assigned),
+            restored=restored,
+            identities=sum(len(a.seen) for a in self.aggs.values()),
+        )
 
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
         with contextlib.suppress(Exception):
@@ -177,6 +192,10 @@ class EventStage:
                 continue
             if self._committed.get(tp) == agg.applied + 1:
                 continue
+            send = self.producer.send
+            for pane, seq, body in agg.take_id_deltas():
+                key = stage1_ids_key(agg.source, pane, seq)
+                self.pending.append(await send(self.settings.state_topic, body, key=key))
             snap = orjson.dumps(agg.snapshot())
             self.pending.append(
                 await self.producer.send(
@@ -209,7 +228,7 @@ class EventStage:
         if agg is None:
             return False
         metrics = self.metrics
-        before, skipped = agg.processed, agg.skipped
+        before, skipped, duplicates = agg.processed, agg.skipped, agg.duplicates
         for dl in agg.process(records):
             metrics.dead_letters.labels(dl.reason).inc()
             self.pending.append(
@@ -217,6 +236,7 @@ class EventStage:
             )
         metrics.events.inc(agg.processed - before)
         metrics.replayed.inc(agg.skipped - skipped)
+        metrics.duplicates.inc(agg.duplicates - duplicates)
         if agg.rewind_to is not None:
             offset, agg.rewind_to = agg.rewind_to, None
             metrics.rollbacks.inc()

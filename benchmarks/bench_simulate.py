@@ -179,7 +179,7 @@ I/O thread) caps one process near the raw kafka-python row; aiokafka's costs ~7 
 `--producer auto` (the default) uses kafka-python, idempotent, up to 10,000 events/s and
 aiokafka above; aiokafka is not idempotent on Tansu 0.6, which answers its
 InitProducerId with UnknownError (kafka-python's request works): acks=all still holds,
-and consumers de-duplicate on the CloudEvent id.
+and the stream workers and the raw-event sink count a CloudEvent (source, id) once.
 """
     achieved, _, ok, _ = sustain["auto"]
     figures = {

@@ -4,7 +4,8 @@ Each MQTT message is one structured CloudEvent. Valid events go to their domain 
 invalid ones to ``ioc.deadletter`` with the reason. The subscription is QoS 1 with manual
 acknowledgement and a persistent session: the PUBACK is sent only after Kafka has
 acknowledged the batch, so a gateway that dies earlier gets the messages again
-(at-least-once; downstream de-duplicates on the event id).
+(at-least-once; the stream workers and the raw-event sink count an event (source, id)
+once, see docs/streams.md).
 """
 
 from __future__ import annotations

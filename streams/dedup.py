@@ -46,62 +46,99 @@ def identity(source: str, event_id: str) -> bytes:
     return f"{source}\x00{event_id}".encode(errors="surrogatepass")
 
 
+def _hits(keys: U64, checks: U64, q1: U64, q2: U64) -> npt.NDArray[np.bool_]:
+    """Per query (q1, q2): whether it is in the sorted ``keys`` with its ``checks``."""
+    if not len(keys):
+        return np.zeros(len(q1), dtype=bool)
+    # Sorted queries walk the large array in one direction: far fewer cache misses.
+    order = np.argsort(q1)
+    pos = np.empty(len(q1), dtype=np.intp)
+    pos[order] = np.searchsorted(keys, q1[order])
+    at = np.minimum(pos, len(keys) - 1)
+    same_key = (pos < len(keys)) & (keys[at] == q1)
+    hit: npt.NDArray[np.bool_] = same_key & (checks[at] == q2)
+    # Same first 64 bits, other last 64 at the first match: look at every entry with
+    # that key (a 64-bit collision; rare enough for a slow path).
+    for i in np.flatnonzero(same_key & ~hit):
+        j = int(pos[i])
+        while j < len(keys) and keys[j] == q1[i]:
+            if checks[j] == q2[i]:
+                hit[i] = True
+                break
+            j += 1
+    return hit
+
+
+def _insert(keys: U64, checks: U64, new: U64) -> tuple[U64, U64]:
+    """``keys``/``checks`` with the rows of ``new`` (n, 2) merged in, still sorted."""
+    new = new[np.argsort(new[:, 0], kind="stable")]
+    pos = np.searchsorted(keys, new[:, 0])
+    return np.insert(keys, pos, new[:, 0]), np.insert(checks, pos, new[:, 1])
+
+
+def _without(keys: U64, checks: U64, fp: U64) -> tuple[U64, U64]:
+    drop: list[int] = []
+    for k1, k2 in fp:
+        j = int(np.searchsorted(keys, k1))
+        while j < len(keys) and keys[j] == k1:
+            if checks[j] == k2:
+                drop.append(j)
+                break
+            j += 1
+    return np.delete(keys, drop), np.delete(checks, drop)
+
+
 @dataclass(slots=True)
 class PaneIdentities:
-    """The fingerprints applied in one pane: ``keys`` sorted, ``checks`` aligned."""
+    """The fingerprints applied in one pane: sorted ``keys`` with aligned ``checks``.
+
+    New fingerprints go to a small sorted *recent* run first, merged into the main run
+    once it holds an eighth of it: inserting into a large array moves all of it, so the
+    merge is amortised over many batches instead of paid by each.
+    """
 
     keys: U64 = field(default_factory=lambda: _EMPTY)
     checks: U64 = field(default_factory=lambda: _EMPTY)
+    recent_keys: U64 = field(default_factory=lambda: _EMPTY)
+    recent_checks: U64 = field(default_factory=lambda: _EMPTY)
     fresh: list[U64] = field(default_factory=list)  # (n, 2) added since the last delta
     seqs: list[int] = field(default_factory=list)  # checkpoint deltas stored for it
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.keys) + len(self.recent_keys)
+
+    @property
+    def nbytes(self) -> int:
+        return (
+            self.keys.nbytes
+            + self.checks.nbytes
+            + self.recent_keys.nbytes
+            + self.recent_checks.nbytes
+        )
 
     def contains(self, fp: U64) -> npt.NDArray[np.bool_]:
         """Per row of ``fp`` (n, 2): whether the identity is here."""
-        keys = self.keys
-        if not len(keys):
-            return np.zeros(len(fp), dtype=bool)
         q1, q2 = fp[:, 0], fp[:, 1]
-        pos = np.searchsorted(keys, q1)
-        at = np.minimum(pos, len(keys) - 1)
-        same_key = (pos < len(keys)) & (keys[at] == q1)
-        hit: npt.NDArray[np.bool_] = same_key & (self.checks[at] == q2)
-        # Same first 64 bits, other last 64 at the first match: look at every entry with
-        # that key (a 64-bit collision; rare enough for a slow path).
-        for i in np.flatnonzero(same_key & ~hit):
-            j = int(pos[i])
-            while j < len(keys) and keys[j] == q1[i]:
-                if self.checks[j] == q2[i]:
-                    hit[i] = True
-                    break
-                j += 1
+        hit = _hits(self.keys, self.checks, q1, q2)
+        if len(self.recent_keys):
+            hit |= _hits(self.recent_keys, self.recent_checks, q1, q2)
         return hit
 
     def add(self, fp: U64) -> None:
         """Insert rows of ``fp`` (known to be absent and distinct)."""
         if not len(fp):
             return
-        order = np.argsort(fp[:, 0], kind="stable")
-        new = fp[order]
-        pos = np.searchsorted(self.keys, new[:, 0])
-        self.keys = np.insert(self.keys, pos, new[:, 0])
-        self.checks = np.insert(self.checks, pos, new[:, 1])
+        self.recent_keys, self.recent_checks = _insert(self.recent_keys, self.recent_checks, fp)
+        if len(self.recent_keys) > max(4096, len(self.keys) // 8):
+            merged = np.stack([self.recent_keys, self.recent_checks], axis=1)
+            self.keys, self.checks = _insert(self.keys, self.checks, merged)
+            self.recent_keys = self.recent_checks = _EMPTY
         self.fresh.append(fp)
 
     def remove(self, fp: U64) -> None:
         """Take rows of ``fp`` out again (a rollback of the identities not yet durable)."""
-        drop: list[int] = []
-        for k1, k2 in fp:
-            j = int(np.searchsorted(self.keys, k1))
-            while j < len(self.keys) and self.keys[j] == k1:
-                if self.checks[j] == k2:
-                    drop.append(j)
-                    break
-                j += 1
-        self.keys = np.delete(self.keys, drop)
-        self.checks = np.delete(self.checks, drop)
+        self.keys, self.checks = _without(self.keys, self.checks, fp)
+        self.recent_keys, self.recent_checks = _without(self.recent_keys, self.recent_checks, fp)
 
 
 def _first_occurrences(fp: U64) -> npt.NDArray[np.bool_]:
@@ -130,17 +167,16 @@ class IdentityIndex:
 
     @property
     def nbytes(self) -> int:
-        return sum(p.keys.nbytes + p.checks.nbytes for p in self.panes.values())
+        return sum(p.nbytes for p in self.panes.values())
 
     def admit(self, panes: Sequence[int], fp: U64) -> npt.NDArray[np.bool_]:
         """Per event (pane, fingerprint), in order: True for the first time an identity is
         seen (it is recorded now), False for a repeat (of an earlier batch or this one)."""
         first = _first_occurrences(fp)
-        groups: dict[int, list[int]] = {}
-        for i, pane in enumerate(panes):
-            groups.setdefault(pane, []).append(i)
-        for pane, rows in groups.items():
-            idx = np.asarray(rows)
+        pane_of = np.asarray(panes, dtype=np.int64)
+        distinct = np.unique(pane_of)
+        for pane in distinct.tolist():
+            idx = np.flatnonzero(pane_of == pane) if len(distinct) > 1 else np.arange(len(fp))
             bucket = self.panes.get(pane)
             if bucket is None:
                 bucket = self.panes[pane] = PaneIdentities()

@@ -11,7 +11,7 @@ started *before* it; and a count's first live value in a new window is tiny.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import pytest
@@ -259,3 +259,44 @@ def test_an_acknowledged_alert_follows_the_same_clearing_rule(final_first: bool)
     assert acked == clears(ack=False)
     assert [s for _, s in acked] == ["raised", "cleared"]
     assert (acked[1][0].window_start, acked[1][0].final) == (at(6), True)
+
+
+def test_the_raising_or_escalating_window_and_whether_it_was_live_are_recorded() -> None:
+    engine = AlertEngine()
+    [raised] = run(engine, [kpi("water.level.max", SUBJECT, 0, 2.2)])[0].out
+    assert (raised.level, raised.on_live_window, raised.window_start) == (1, False, at(0))
+    step = run(engine, [kpi("water.level.max", SUBJECT, 1, 2.6, final=False)])
+    [(_, esc)] = transitions(step, "water.level.alarm")
+    assert (esc.state, esc.level, esc.on_live_window, esc.window_start) == (
+        "escalated",
+        2,
+        True,
+        at(1),
+    )
+
+
+def test_alert_records_round_trip_and_old_records_without_the_window_still_parse() -> None:
+    engine = AlertEngine()
+    [raised] = run(engine, [kpi("water.level.max", SUBJECT, 0, 3.05, final=False)])[0].out
+    assert AlertRecord.from_json(raised.to_json()) == raised
+    old = {k: v for k, v in raised.to_dict().items() if k not in ("window_start", "on_live_window")}
+    parsed = AlertRecord.from_dict(old)
+    assert (parsed.window_start, parsed.on_live_window) == (None, False)
+    assert replace(parsed, window_start=at(0), on_live_window=True) == raised
+
+
+@pytest.mark.parametrize("with_window", [True, False], ids=["record", "old-record"])
+def test_a_restored_alert_still_clears_only_after_its_window(with_window: bool) -> None:
+    """After a restart with no replayed history, the published record tells the anchor
+    (``window_start``; for a record from before that field, ``raised_at`` − window)."""
+    records = realistic("water.level.max", SUBJECT, flood(5, 1, 8), final_first=True)
+    first_raise = next(i for i, r in enumerate(records) if r.window_start == at(5))
+    [(_, raised)] = transitions(run(AlertEngine(), records[: first_raise + 1]), "water.level.alarm")
+    published = raised if with_window else replace(raised, window_start=None)
+    engine = AlertEngine()
+    engine.restore([published])
+    alarm = transitions(run(engine, records[first_raise + 1 :]), "water.level.alarm")
+    assert [(s.record.window_start, s.record.final, a.state) for s, a in alarm] == [
+        (at(6), True, "cleared")
+    ]
+    assert alarm[0][1].alert_id == raised.alert_id

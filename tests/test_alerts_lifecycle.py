@@ -300,3 +300,45 @@ def test_a_restored_alert_still_clears_only_after_its_window(with_window: bool) 
         (at(6), True, "cleared")
     ]
     assert alarm[0][1].alert_id == raised.alert_id
+
+
+def test_a_live_record_of_a_window_already_final_is_ignored() -> None:
+    engine = AlertEngine()
+    assert run(engine, [kpi("water.level.max", SUBJECT, 0, 1.0)])[0].out == ()
+    stale = kpi("water.level.max", SUBJECT, 0, 3.05, final=False)  # e.g. a replayed live value
+    assert run(engine, [stale])[0].out == ()
+    assert engine.active_alerts() == []
+
+
+def test_after_an_operator_clear_only_a_calm_final_after_the_anchor_lifts_the_suppression() -> None:
+    engine = AlertEngine()
+    [raised] = run(engine, [kpi("water.level.max", SUBJECT, 5, 3.05, final=False)])[0].out
+    engine.on_command(command(raised.alert_id, "clear", "c1"))
+    steps = run(
+        engine,
+        [
+            kpi("water.level.max", SUBJECT, 6, 1.0, final=False),
+            kpi("water.level.max", SUBJECT, 4, 1.23),  # final, calm, but before the flood
+            kpi("water.level.max", SUBJECT, 7, 3.05, final=False),  # the same flood goes on
+        ],
+    )
+    assert transitions(steps, "water.level.alarm") == []
+    # A calm final after the anchor lifts it: the next breach is a new alert.
+    steps = run(
+        engine,
+        [
+            kpi("water.level.max", SUBJECT, 8, 1.0, final=False),
+            kpi("water.level.max", SUBJECT, 8, 1.0),
+            kpi("water.level.max", SUBJECT, 9, 3.05, final=False),
+        ],
+    )
+    [(_, again)] = transitions(steps, "water.level.alarm")
+    assert again.state == "raised" and again.alert_id != raised.alert_id
+
+
+@pytest.mark.parametrize(("lag_s", "clears"), [(600, True), (0, False)])
+def test_finals_are_judged_only_within_the_final_lag(lag_s: int, clears: bool) -> None:
+    engine = AlertEngine(final_lag_seconds=lag_s)
+    records = realistic("water.level.max", SUBJECT, flood(2, 2, 6))
+    states = [a.state for _, a in transitions(run(engine, records[:-3]), "water.level.alarm")]
+    assert states == (["raised", "cleared"] if clears else ["raised"])

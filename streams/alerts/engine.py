@@ -43,7 +43,13 @@ from streams.alerts.rules import (
     severity_at,
 )
 
-__all__ = ["AlarmLevels", "AlertEngine", "CommandOutcome", "CommandRejected"]
+__all__ = [
+    "AlarmLevels",
+    "AlertEngine",
+    "CommandOutcome",
+    "CommandRejected",
+    "flood_alarm_levels",
+]
 
 # How many command ids / cleared alert ids are remembered for idempotency and for telling
 # "cleared" from "unknown" in rejections.
@@ -265,11 +271,21 @@ class AlertEngine:
             if not level or track.suppressed:
                 return
             need = raise_after_seconds(rule) * 1000
-            run = self._judge.run_start(rule, subject, track, newest, win)
-            if need and newest + win - run < need:
+            if (
+                need
+                and newest + win - self._judge.run_start(rule, subject, track, newest, win) < need
+            ):
                 return
-            new = self._raise(rule, subject, level, measure, thresholds, _dt(newest + win))
-            new = replace(new, on_live_window=live, window_start=_dt(newest))
+            new = self._raise(
+                rule,
+                subject,
+                level,
+                measure,
+                thresholds,
+                _dt(newest + win),
+                window=newest,
+                live=live,
+            )
             track.anchor = newest
         elif level > alert.level:
             new = self._transition(
@@ -348,7 +364,11 @@ class AlertEngine:
         value: float,
         thresholds: tuple[float, ...],
         at: datetime,
+        *,
+        window: int | None = None,
+        live: bool = False,
     ) -> AlertRecord:
+        """A new alert; ``window`` is the start of the raising window (None for silence)."""
         return AlertRecord(
             alert_id=alert_id_for(rule.id, subject, at),
             rule=rule.id,
@@ -363,6 +383,8 @@ class AlertEngine:
             raised_at=at,
             updated_at=at,
             revision=1,
+            window_start=None if window is None else _dt(window),
+            on_live_window=live,
         )
 
     def _transition(

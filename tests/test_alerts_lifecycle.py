@@ -302,12 +302,18 @@ def test_a_restored_alert_still_clears_only_after_its_window(with_window: bool) 
     assert alarm[0][1].alert_id == raised.alert_id
 
 
-def test_a_live_record_of_a_window_already_final_is_ignored() -> None:
+def test_a_live_record_of_a_window_already_final_is_ignored_unless_newer() -> None:
     engine = AlertEngine()
-    assert run(engine, [kpi("water.level.max", SUBJECT, 0, 1.0)])[0].out == ()
-    stale = kpi("water.level.max", SUBJECT, 0, 3.05, final=False)  # e.g. a replayed live value
+    assert run(engine, [kpi("water.level.max", SUBJECT, 0, 1.0, revision=3)])[0].out == ()
+    stale = kpi("water.level.max", SUBJECT, 0, 3.05, final=False, revision=2)
     assert run(engine, [stale])[0].out == ()
     assert engine.active_alerts() == []
+    # The stream worker re-created the window (a late pane): a higher revision is news.
+    [(_, raised)] = transitions(
+        run(engine, [kpi("water.level.max", SUBJECT, 0, 3.05, final=False, revision=4)]),
+        "water.level.alarm",
+    )
+    assert raised.on_live_window
 
 
 def test_after_an_operator_clear_only_a_calm_final_after_the_anchor_lifts_the_suppression() -> None:

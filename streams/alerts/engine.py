@@ -248,7 +248,7 @@ class AlertEngine:
     ) -> None:
         assert rec.value is not None
         win = end - start
-        if not track.store(start, rec.value, rec.final):
+        if not track.store(start, rec.value, rec.final, rec.revision):
             return
         if start < track.newest:
             self.stale_records += 1  # a late window: it may complete a run, so judge again

@@ -41,6 +41,7 @@ class Track:
     # arrive minutes after the live values of later windows.
     values: dict[int, float] = field(default_factory=dict)
     finals: set[int] = field(default_factory=set)  # starts of the windows seen final
+    revisions: dict[int, int] = field(default_factory=dict)  # of the stored values
     newest: int = -1  # start of the newest window seen (ms)
     newest_final: int = -1  # start of the newest window seen with final=true
     # Start of the window that last raised or escalated the alert (kept after an operator
@@ -51,20 +52,26 @@ class Track:
     suppressed: bool = False
     alert: AlertRecord | None = None
 
-    def store(self, start: int, value: float, final: bool) -> bool:
-        """Keep a window's value; False for a live value of a window already final (a
-        stale record: the final value stands)."""
-        if not final and start in self.finals:
+    def store(self, start: int, value: float, final: bool, revision: int) -> bool:
+        """Keep a window's value; False for a stale live value of a window already final
+        (the final value stands). A live value with a higher revision is news: the stream
+        worker re-creates a window it had finished when an idle partition delivers a late
+        pane, and that window is live again until its new final."""
+        if not final and start in self.finals and revision <= self.revisions[start]:
             return False
         self.values[start] = value
+        self.revisions[start] = revision
         if final:
             self.finals.add(start)
             self.newest_final = max(self.newest_final, start)
+        else:
+            self.finals.discard(start)
         return True
 
     def prune(self, lower: int) -> None:
         if len(self.values) > 2 and min(self.values) < lower:
             self.values = {s: v for s, v in self.values.items() if s >= lower}
+            self.revisions = {s: r for s, r in self.revisions.items() if s >= lower}
             self.finals = {s for s in self.finals if s >= lower}
 
 

@@ -141,7 +141,7 @@ class Judge:
         the calm run of final windows must lie after the anchor too.
         """
         final = track.newest_final
-        if final < track.anchor or final not in track.values:
+        if final < track.anchor or final not in track.finals:  # pruned, or live again
             return None
         verdict = self.at(rule, subject, track, final, finals_only=True)
         if verdict is None or not verdict[1]:

@@ -348,3 +348,28 @@ def test_finals_are_judged_only_within_the_final_lag(lag_s: int, clears: bool) -
     records = realistic("water.level.max", SUBJECT, flood(2, 2, 6))
     states = [a.state for _, a in transitions(run(engine, records[:-3]), "water.level.alarm")]
     assert states == (["raised", "cleared"] if clears else ["raised"])
+
+
+@ORDERS
+def test_a_surge_alert_is_one_alert_cleared_on_the_factor_over_final_windows(
+    final_first: bool,
+) -> None:
+    """Reports per minute: 10, then 40 for four windows, then 10 again. A new window's
+    first live count is tiny: it must not clear the surge on a pre-surge final."""
+    engine = AlertEngine()
+    values = [10.0] * 12 + [40.0] * 4 + [10.0] * 8
+    records = realistic(
+        "feedback.open.count",
+        "district:KM",
+        values,
+        lives=(0.1, 0.5, 1.0),
+        final_first=final_first,
+    )
+    surge = transitions(run(engine, records), "feedback.reports.surge")
+    assert [a.state for _, a in surge] == ["raised", "cleared"]
+    assert len({a.alert_id for _, a in surge}) == 1
+    (raise_step, _), (clear_step, cleared) = surge
+    assert (raise_step.record.window_start, raise_step.record.final) == (at(12), False)
+    # Window 16 (10 reports) against the mean of the final windows 6..15 (22): 0.45×.
+    assert (clear_step.record.window_start, clear_step.record.final) == (at(16), True)
+    assert cleared.value == pytest.approx(10 / 22)

@@ -125,11 +125,19 @@ class AlertRecord:
     acknowledged_by: str | None = None
     assignee: str | None = None
     revision: int = 0  # grows with every transition of this alert
+    # Optional (records written before these fields existed lack them; they parse with
+    # the defaults). The window that last raised or escalated the alert: its start, from
+    # which on final windows may clear it, and whether its value was live (final=false,
+    # still partial) when it did: the wall marks such an alert as provisional.
+    window_start: datetime | None = None
+    on_live_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for name in ("raised_at", "updated_at"):
             d[name] = format_time(d[name])
+        if self.window_start is not None:
+            d["window_start"] = format_time(self.window_start)
         return d
 
     def to_json(self) -> bytes:
@@ -156,6 +164,8 @@ class AlertRecord:
                 acknowledged_by=d.get("acknowledged_by"),
                 assignee=d.get("assignee"),
                 revision=int(d.get("revision", 0)),
+                window_start=parse_time(d["window_start"]) if d.get("window_start") else None,
+                on_live_window=bool(d.get("on_live_window", False)),
             )
         except KeyError as exc:
             raise InvalidEventError("missing_attribute", f"alert record lacks {exc}") from exc

@@ -28,7 +28,7 @@ _KPI_SELECT = (
 )
 _ALERT_SELECT = (
     "alert_id, rule, subject, state, severity, level, title, kpi, value, threshold, "
-    "raised_at, updated_at, acknowledged_by, assignee, revision"
+    "raised_at, updated_at, acknowledged_by, assignee, revision, window_start, on_live_window"
 )
 
 
@@ -72,6 +72,8 @@ def _alert(row: Sequence[Any]) -> AlertRecord:
         acknowledged_by=row[12],
         assignee=row[13],
         revision=int(row[14]),
+        window_start=row[15],
+        on_live_window=bool(row[16]),
     )
 
 

@@ -51,6 +51,8 @@ ALERT_COLUMNS: tuple[str, ...] = (
     "acknowledged_by",
     "assignee",
     "revision",
+    "window_start",
+    "on_live_window",
 )
 EVENT_COLUMNS: tuple[str, ...] = ("time", "type", "source", "id", "district", "data")
 
@@ -122,6 +124,8 @@ def alert_row(rec: AlertRecord) -> Row:
         rec.acknowledged_by,
         rec.assignee,
         rec.revision,
+        rec.window_start,
+        rec.on_live_window,
     )
 
 

@@ -171,6 +171,8 @@ async def test_wall_fills_live_and_operator_acknowledges(
                 threshold=station.alarm_levels[1],
                 raised_at=datetime.now(UTC),
                 updated_at=datetime.now(UTC),
+                window_start=datetime.now(UTC).replace(second=0, microsecond=0),
+                on_live_window=True,  # raised before its window was final
             )
             minor = AlertRecord(
                 **{
@@ -186,6 +188,8 @@ async def test_wall_fills_live_and_operator_acknowledges(
                     "threshold": 200.0,
                     "raised_at": raised.raised_at,
                     "updated_at": raised.updated_at,
+                    "window_start": None,
+                    "on_live_window": False,
                 }
             )
             for a in (minor, raised):
@@ -198,6 +202,12 @@ async def test_wall_fills_live_and_operator_acknowledges(
                 "#alerts li", "els => els.map(e => e.dataset.alertId)"
             )
             assert order.index(alert_id) < order.index(f"aqi-{alert_id}")
+            # Raised on a live window: the wall says so; the other one has no such mark.
+            await expect(item.locator(".live")).to_have_text("Tạm tính")
+            await expect(item.locator(".live")).to_have_attribute(
+                "title", "Báo theo giá trị tạm tính của một cửa sổ chưa chốt"
+            )
+            await expect(page.locator(f'[data-alert-id="aqi-{alert_id}"] .live')).to_be_hidden()
             await item.locator("button.ack").click()
 
             cmd = await next_command(commands, alert_id)
@@ -211,6 +221,7 @@ async def test_wall_fills_live_and_operator_acknowledges(
                     "revision": 1,
                     "raised_at": raised.raised_at,
                     "updated_at": datetime.now(UTC),
+                    "window_start": raised.window_start,
                 }
             )
             await producer.send_and_wait(topics.ALERTS, acked.to_json(), key=alert_id.encode())

@@ -9,6 +9,8 @@ Time is event time: a KPI observation happens at its ``window_end``. The windows
 (kpi, scope) arrive out of order (``ioc.kpi`` is keyed per window, so they spread over its
 partitions); each (rule, subject) keeps its recent windows and is judged at the newest one,
 so a window that arrives late can complete a run but never moves the state backwards.
+Raising and escalating use the newest window, live or final; clearing uses final windows
+from the one that last raised or escalated the alert on (:mod:`streams.alerts.judge`).
 
 Lifecycle: raised → (escalated) → (acknowledged) → cleared. One active alert per
 (rule, subject). An escalation of an acknowledged alert re-opens it as ``escalated``.
@@ -17,8 +19,8 @@ Lifecycle: raised → (escalated) → (acknowledged) → cleared. One active ale
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,22 +31,25 @@ from events.records import (
     AlertState,
     KpiRecord,
 )
+from streams.alerts.judge import AlarmLevels, Judge, Track
 from streams.alerts.records import alert_id_for, alert_title
 from streams.alerts.rules import (
     RULES,
-    AlarmLevelRule,
-    RateOfChangeRule,
     Rule,
     SilenceRule,
-    ThresholdRule,
-    clear_after_seconds,
     horizon_seconds,
     raise_after_seconds,
+    rule_by_id,
     severity_at,
 )
 
-# station id -> (BĐ I, BĐ II, BĐ III) in metres, or None for an unknown station.
-AlarmLevels = Callable[[str], tuple[float, ...] | None]
+__all__ = [
+    "AlarmLevels",
+    "AlertEngine",
+    "CommandOutcome",
+    "CommandRejected",
+    "flood_alarm_levels",
+]
 
 # How many command ids / cleared alert ids are remembered for idempotency and for telling
 # "cleared" from "unknown" in rejections.
@@ -85,23 +90,6 @@ class CommandOutcome:
     duplicate: bool = False
 
 
-@dataclass(slots=True)
-class _Track:
-    """Condition state of one (rule, subject)."""
-
-    # Recent windows of the KPI (window_start ms -> value), kept over the rule's horizon:
-    # windows of one (kpi, scope) arrive out of order, because ioc.kpi is keyed per window
-    # and they spread over its partitions, so the state is always judged at the newest
-    # window from the stored ones, whatever their arrival order.
-    values: dict[int, float] = field(default_factory=dict)
-    newest: int = -1  # start of the newest window seen (ms)
-    newest_final: int = -1  # start of the newest window seen with final=true
-    last_seen: int | None = None  # silence: newest window_end with count > 0
-    # After an operator clear, do not re-raise until the condition has cleared once.
-    suppressed: bool = False
-    alert: AlertRecord | None = None
-
-
 class AlertEngine:
     def __init__(
         self,
@@ -111,9 +99,16 @@ class AlertEngine:
         silence_grace_seconds: int = 120,
         silence_settle_seconds: int = 5,
         silence_idle_advance: bool = True,
+        final_lag_seconds: int = 600,
     ) -> None:
         self.rules = tuple(rules)
-        self._alarm_levels = alarm_levels
+        self._judge = Judge(alarm_levels)
+        self._rule = rule_by_id(self.rules)
+        # How far behind the newest window a final record may still arrive and be judged:
+        # finals come about window + allowed lateness (3 min) after a window starts, late
+        # revisions up to the late grace (2 min) later. Windows are kept this much longer
+        # than the rule's own horizon.
+        self._final_lag_ms = final_lag_seconds * 1000
         # Wall time minus this is taken as a lower bound of event time when idle: the KPI
         # pipeline lags wall time by about its allowed lateness plus a window.
         self._grace_ms = silence_grace_seconds * 1000
@@ -123,7 +118,7 @@ class AlertEngine:
         for rule in self.rules:
             self._by_kpi.setdefault(rule.kpi, []).append(rule)
         self._silence = tuple(r for r in self.rules if isinstance(r, SilenceRule))
-        self._tracks: dict[tuple[str, str], _Track] = {}
+        self._tracks: dict[tuple[str, str], Track] = {}
         self._active: dict[str, tuple[str, str]] = {}  # alert_id -> track key
         self._cleared: OrderedDict[str, None] = OrderedDict()
         self._commands: OrderedDict[str, None] = OrderedDict()
@@ -146,7 +141,7 @@ class AlertEngine:
                 continue
             track = self._tracks.get((rule.id, rec.scope))
             if track is None:
-                track = self._tracks[(rule.id, rec.scope)] = _Track()
+                track = self._tracks[(rule.id, rec.scope)] = Track()
             if isinstance(rule, SilenceRule):
                 self._observe_presence(rule, rec.scope, track, rec, end, out)
             elif rec.value is not None:
@@ -224,10 +219,17 @@ class AlertEngine:
             if rec.state == "cleared":
                 self._remember(self._cleared, rec.alert_id)
                 continue
-            track = self._tracks.setdefault((rec.rule, rec.subject), _Track())
+            track = self._tracks.setdefault((rec.rule, rec.subject), Track())
             if track.alert is not None:
                 self._active.pop(track.alert.alert_id, None)
             self._set(track, rec)
+            rule = self._rule.get(rec.rule)
+            if rec.window_start is not None:
+                track.anchor = _ms(rec.window_start)
+            elif rule is not None and not isinstance(rule, SilenceRule):
+                # A record from before window_start existed: raised_at is the end of the
+                # raising window (escalations are unknown: the replay may know better).
+                track.anchor = max(track.anchor, _ms(rec.raised_at) - rule.window_seconds * 1000)
 
     def active_alerts(self) -> list[AlertRecord]:
         return [a for key in self._active.values() if (a := self._tracks[key].alert)]
@@ -238,7 +240,7 @@ class AlertEngine:
         self,
         rule: Rule,
         subject: str,
-        track: _Track,
+        track: Track,
         rec: KpiRecord,
         start: int,
         end: int,
@@ -246,34 +248,45 @@ class AlertEngine:
     ) -> None:
         assert rec.value is not None
         win = end - start
-        track.values[start] = rec.value
-        if rec.final:
-            track.newest_final = max(track.newest_final, start)
+        if not track.store(start, rec.value, rec.final, rec.revision):
+            return
         if start < track.newest:
             self.stale_records += 1  # a late window: it may complete a run, so judge again
         else:
             track.newest = start
         newest = track.newest
-        horizon = newest - horizon_seconds(rule) * 1000 - 2 * win
-        if len(track.values) > 2 and min(track.values) < horizon:
-            track.values = {s: v for s, v in track.values.items() if s >= horizon}
-        judged = self._judge(rule, subject, track, newest)
+        track.prune(newest - horizon_seconds(rule) * 1000 - 2 * win - self._final_lag_ms)
+        judged = self._judge.at(rule, subject, track, newest)
         if judged is None:
             return
         level, _calm, measure, thresholds = judged
         alert = track.alert
         settled = None
         if level == 0 and (alert is not None or track.suppressed):
-            settled = self._settled(rule, subject, track, win)
+            settled = self._judge.settled(rule, subject, track, win)
             if settled is not None:
                 track.suppressed = False
+        live = newest not in track.finals
         if alert is None:
             if not level or track.suppressed:
                 return
             need = raise_after_seconds(rule) * 1000
-            if need and newest + win - self._run_start(rule, subject, track, newest, win) < need:
+            if (
+                need
+                and newest + win - self._judge.run_start(rule, subject, track, newest, win) < need
+            ):
                 return
-            new = self._raise(rule, subject, level, measure, thresholds, _dt(newest + win))
+            new = self._raise(
+                rule,
+                subject,
+                level,
+                measure,
+                thresholds,
+                _dt(newest + win),
+                window=newest,
+                live=live,
+            )
+            track.anchor = newest
         elif level > alert.level:
             new = self._transition(
                 alert,
@@ -284,7 +297,10 @@ class AlertEngine:
                 threshold=thresholds[level - 1],
                 severity=severity_at(rule, level),
                 title=alert_title(rule, subject, level),
+                on_live_window=live,
+                window_start=_dt(newest),
             )
+            track.anchor = newest
         elif settled is not None:
             new = self._transition(alert, "cleared", _dt(settled[1]), value=settled[0])
         else:
@@ -292,98 +308,13 @@ class AlertEngine:
         self._set(track, new)
         out.append(new)
 
-    def _settled(
-        self, rule: Rule, subject: str, track: _Track, win: int
-    ) -> tuple[float, int] | None:
-        """(measured value, time) when the newest *final* window meets the clear condition
-        (for ``clear_for_seconds``), else None.
-
-        Clearing waits for final values because a live value is partial: the count of a
-        window that has just opened is tiny, and clearing on it would make every count
-        alert flap at each minute boundary. Raising may use live values: a partial count
-        only grows.
-        """
-        final = track.newest_final
-        if final not in track.values:
-            return None
-        judged = self._judge(rule, subject, track, final)
-        if judged is None or not judged[1]:
-            return None
-        need = clear_after_seconds(rule) * 1000
-        if (
-            need
-            and final + win - self._run_start(rule, subject, track, final, win, calm=True) < need
-        ):
-            return None
-        return judged[2], final + win
-
-    def _run_start(
-        self, rule: Rule, subject: str, track: _Track, last: int, win: int, *, calm: bool = False
-    ) -> int:
-        """Start of the run of consecutive windows up to ``last`` that all breach (or, with
-        ``calm``, all meet the clear condition); a missing window ends the run."""
-        start = last
-        while (start - win) in track.values:
-            judged = self._judge_value(rule, subject, track.values[start - win])
-            if judged is None or (not judged[1] if calm else judged[0] == 0):
-                break
-            start -= win
-        return start
-
-    def _judge(
-        self, rule: Rule, subject: str, track: _Track, newest: int
-    ) -> tuple[int, bool, float, tuple[float, ...]] | None:
-        """At the newest window: (level reached, clear condition met, measured value,
-        thresholds), or None when there is nothing to judge."""
-        if isinstance(rule, RateOfChangeRule):
-            return self._judge_rate(rule, track, newest)
-        return self._judge_value(rule, subject, track.values[newest])
-
-    def _judge_value(
-        self, rule: Rule, subject: str, value: float
-    ) -> tuple[int, bool, float, tuple[float, ...]] | None:
-        if isinstance(rule, ThresholdRule):
-            if rule.direction == "above":
-                level = sum(value > t for t in rule.levels)
-                return level, value < rule.clear_at, value, rule.levels
-            level = sum(value < t for t in rule.levels)
-            return level, value > rule.clear_at, value, rule.levels
-        if isinstance(rule, AlarmLevelRule):
-            levels = self._alarm_levels(subject.partition(":")[2])
-            if not levels:
-                return None  # not a station of the registry: nothing to compare with
-            level = sum(value >= t for t in levels)
-            return level, value < levels[0] - rule.hysteresis, value, levels
-        return None
-
-    @staticmethod
-    def _judge_rate(
-        rule: RateOfChangeRule, track: _Track, newest: int
-    ) -> tuple[int, bool, float, tuple[float, ...]] | None:
-        value = track.values[newest]
-        since = newest - rule.over_seconds * 1000
-        before = sorted((s, v) for s, v in track.values.items() if since <= s < newest)
-        if not before:
-            return None
-        if rule.mode == "rise":
-            measure = value - before[0][1]
-        else:
-            if len(before) < rule.min_baseline_windows:
-                return None
-            baseline = sum(v for _, v in before) / len(before)
-            if baseline <= 0:
-                return None
-            measure = value / baseline
-        raised = measure >= rule.threshold and value >= rule.min_value
-        return int(raised), measure < rule.clear_below, measure, (rule.threshold,)
-
     # ---- silence rules -------------------------------------------------------------
 
     def _observe_presence(
         self,
         rule: SilenceRule,
         subject: str,
-        track: _Track,
+        track: Track,
         rec: KpiRecord,
         end: int,
         out: list[AlertRecord],
@@ -392,7 +323,10 @@ class AlertEngine:
             return
         track.last_seen = end
         track.suppressed = False
-        if track.alert is not None:
+        # Only a window after the raise clears: one from before it (late, from another
+        # ioc.kpi partition) shows the station was there then, not that it is back. A live
+        # count > 0 is enough: a count only grows, so the presence it shows is final.
+        if track.alert is not None and end > _ms(track.alert.raised_at):
             new = self._transition(track.alert, "cleared", _dt(end), value=0.0)
             self._set(track, new)
             out.append(new)
@@ -430,7 +364,11 @@ class AlertEngine:
         value: float,
         thresholds: tuple[float, ...],
         at: datetime,
+        *,
+        window: int | None = None,
+        live: bool = False,
     ) -> AlertRecord:
+        """A new alert; ``window`` is the start of the raising window (None for silence)."""
         return AlertRecord(
             alert_id=alert_id_for(rule.id, subject, at),
             rule=rule.id,
@@ -445,6 +383,8 @@ class AlertEngine:
             raised_at=at,
             updated_at=at,
             revision=1,
+            window_start=None if window is None else _dt(window),
+            on_live_window=live,
         )
 
     def _transition(
@@ -458,7 +398,7 @@ class AlertEngine:
             **changes,
         )
 
-    def _set(self, track: _Track, alert: AlertRecord) -> None:
+    def _set(self, track: Track, alert: AlertRecord) -> None:
         if alert.state == "cleared":
             track.alert = None
             self._active.pop(alert.alert_id, None)

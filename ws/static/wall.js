@@ -17,6 +17,7 @@
       threshold: "ngưỡng", critical: "Khẩn cấp", warning: "Cảnh báo", info: "Thông tin",
       raised: "Mới", escalated: "Nâng cấp", acknowledged: "Đã xác nhận", cleared: "Đã hết",
       pm25: "PM2.5", per_min: "/phút", load: "Phụ tải",
+      live_window: "Tạm tính", live_window_hint: "Báo theo giá trị tạm tính của một cửa sổ chưa chốt",
     },
     en: {
       title: "Intelligent Operations Center", map: "District status map",
@@ -33,6 +34,7 @@
       threshold: "threshold", critical: "Critical", warning: "Warning", info: "Info",
       raised: "New", escalated: "Escalated", acknowledged: "Acknowledged", cleared: "Cleared",
       pm25: "PM2.5", per_min: "/min", load: "Load",
+      live_window: "Live value", live_window_hint: "Raised on a live (not yet final) window",
     },
   };
   const ALARM_VI = ["", "BĐ I", "BĐ II", "BĐ III"];
@@ -304,6 +306,8 @@
       li.dataset.alertId = a.alert_id;
       li.dataset.severity = a.severity;
       li.dataset.state = a.state;
+      // The window that raised (or escalated) it was still open: its value may change.
+      li.dataset.liveWindow = a.on_live_window ? "true" : "false";
       const subj = a.subject.startsWith("district:") ? districtName(a.subject.slice(9)) :
         a.subject.startsWith("station:") ? t("station") + " " + a.subject.slice(8) : a.subject;
       const when = new Date(a.raised_at).toLocaleTimeString(lang === "en" ? "en-GB" : "vi-VN", { hour: "2-digit", minute: "2-digit" });
@@ -311,10 +315,14 @@
       if (a.value !== null && a.value !== undefined) {
         meta += " · " + fmt(a.value, a.kpi ? kpiUnit(a.kpi) : "") + (a.threshold != null ? " (" + t("threshold") + " " + fmt(a.threshold) + ")" : "");
       }
-      li.innerHTML = '<div class="head"><span class="sev"></span><span class="state"></span></div>' +
+      li.innerHTML = '<div class="head"><span class="sev"></span><span class="live"></span><span class="state"></span></div>' +
         '<div class="title"></div><div class="meta"></div><div class="actions"></div>';
       li.querySelector(".sev").textContent = t(a.severity) + (a.level ? " · " + a.level : "");
       li.querySelector(".state").textContent = t(a.state);
+      const live = li.querySelector(".live");
+      live.textContent = a.on_live_window ? t("live_window") : "";
+      live.title = a.on_live_window ? t("live_window_hint") : "";
+      live.classList.toggle("hidden", !a.on_live_window);
       li.querySelector(".title").textContent = a.title;
       li.querySelector(".meta").textContent = meta;
       const actions = li.querySelector(".actions");

@@ -5,8 +5,8 @@ and needs a producer id from the broker (InitProducerId) before it sends anythin
 0.6 grants one (checked: producer id 4, epoch 0). With ``idempotence="auto"`` we wait a
 moment for the id and, if the broker never grants one, start again without idempotence
 and say so in the log: acks=all still holds, but a retried batch could then be written
-twice (the stream workers and the raw-event sink count a CloudEvent (source, id) once). ``"on"`` makes that a
-hard error; ``"off"`` never asks.
+twice (the stream workers and the raw-event sink count a CloudEvent (source, id)
+once). ``"on"`` makes that a hard error; ``"off"`` never asks.
 
 Batching: one ``send`` per record (kafka-python has no batch API) into the producer's
 accumulator, which the I/O thread drains in batches of up to ``batch_size`` bytes after

@@ -25,6 +25,7 @@ from events.errors import ServiceError
 from storage import rows, writers
 from storage.metrics import SinkMetrics
 from storage.migrate import migrate
+from storage.reconcile import reconcile_alerts
 from storage.retention import RetentionPolicy, run_maintenance
 from storage.settings import StorageSettings
 from storage.sink import TRANSIENT_DB_ERRORS, UNREACHABLE_DB_ERRORS, Sink, SinkSpec
@@ -145,6 +146,11 @@ async def run_storage(settings: StorageSettings, stop: asyncio.Event) -> None:
     metrics = SinkMetrics.create(registry)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
+    # Before the sinks: alerts the database holds open but the alert topic forgot
+    # (a restarted in-memory broker) are cleared, so the wall does not keep them for ever.
+    await reconcile_alerts(
+        settings.database_url, settings.bootstrap_servers, topics.ALERTS, producer
+    )
     sinks = [
         Sink(
             spec,

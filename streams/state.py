@@ -79,6 +79,29 @@ async def read_to_end(
             )
 
 
+async def read_whole_topic(
+    bootstrap_servers: str,
+    topic: str,
+    handle: Callable[[TopicPartition, list[ConsumerRecord[bytes, bytes]]], None],
+) -> None:
+    """Hand every record of every partition of ``topic``, from the beginning to the end
+    (as :func:`read_to_end` defines it), to ``handle``; nothing if the topic is missing."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await reader.start()
+    try:
+        parts = reader.partitions_for_topic(topic)
+        if not parts:
+            await reader.topics()  # a fresh client may not have the topic's metadata yet
+            parts = reader.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        if tps:
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            await read_to_end(reader, tps, handle)
+    finally:
+        await reader.stop()
+
+
 async def load_snapshots(
     settings: StreamsSettings, prefix: bytes, raw: Callable[[bytes], bool] | None = None
 ) -> dict[bytes, Any]:

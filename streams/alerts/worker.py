@@ -37,7 +37,7 @@ from events.errors import InvalidEventError, describe_exception
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.engine import AlertEngine
 from streams.alerts.records import latest_by_id
-from streams.state import read_to_end
+from streams.state import read_whole_topic
 
 COMPONENT = "alerts"
 log = structlog.get_logger(COMPONENT)
@@ -136,37 +136,18 @@ class AlertsWorker:
 
     async def _read_alerts(self) -> list[AlertRecord]:
         """The latest state of every alert from the compacted ``ioc.alerts`` topic."""
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False
-        )
-        await reader.start()
-        try:
-            parts = [
-                TopicPartition(topics.ALERTS, p)
-                for p in sorted(reader.partitions_for_topic(topics.ALERTS) or ())
-            ]
-            if not parts:
-                await reader.topics()
-                parts = [
-                    TopicPartition(topics.ALERTS, p)
-                    for p in sorted(reader.partitions_for_topic(topics.ALERTS) or ())
-                ]
-            reader.assign(parts)
-            await reader.seek_to_beginning(*parts)
-            records: list[AlertRecord] = []
+        records: list[AlertRecord] = []
 
-            def keep(_: TopicPartition, msgs: list[ConsumerRecord[bytes, bytes]]) -> None:
-                for msg in msgs:
-                    try:
-                        records.append(AlertRecord.from_json(msg.value or b""))
-                    except InvalidEventError as exc:
-                        log.warning("bad alert record", offset=msg.offset, reason=exc.reason)
+        def keep(_: TopicPartition, msgs: list[ConsumerRecord[bytes, bytes]]) -> None:
+            for msg in msgs:
+                try:
+                    records.append(AlertRecord.from_json(msg.value or b""))
+                except InvalidEventError as exc:
+                    log.warning("bad alert record", offset=msg.offset, reason=exc.reason)
 
-            # Up to the fetch high watermark: Tansu's end_offsets() stops a batch short.
-            await read_to_end(reader, parts, keep)
-            return list(latest_by_id(records).values())
-        finally:
-            await reader.stop()
+        # Up to the fetch high watermark: Tansu's end_offsets() stops a batch short.
+        await read_whole_topic(self.settings.bootstrap_servers, topics.ALERTS, keep)
+        return list(latest_by_id(records).values())
 
     async def _recover(
         self,

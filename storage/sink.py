@@ -29,6 +29,7 @@ from events.records import DeadLetter
 from storage.metrics import SinkMetrics
 from storage.rows import PreparedBatch, Row, SourceRecord, dead_letter
 from storage.writers import BatchWriter
+from streams.checkpoint import Checkpoint, OffsetTracker, run_checkpoint
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,10 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     *UNREACHABLE_DB_ERRORS,
     asyncpg.PostgresError,
 )
+
+
+class _CommitFailed(Exception):
+    """The offset commit of a stored batch failed (it is read again, harmlessly)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,7 @@ class Sink:
         self._retry_max = retry_max_s
         self._conns: dict[int, asyncpg.Connection] = {}
         self._failing: set[int] = set()  # writer slots whose last attempt failed
+        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._log = log.bind(sink=spec.name)
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -247,28 +253,42 @@ class Sink:
         stop: asyncio.Event,
     ) -> None:
         """Write one batch, publish its dead letters, then commit its offsets."""
-        dead = list(batch.dead)
-        if batch.rows:
-            parts = self._split(batch)
-            results = await asyncio.gather(
-                *(
-                    self._write(consumer, rows, sources, stop, slot)
-                    for slot, (rows, sources) in enumerate(parts)
+
+        async def store(_: Checkpoint[TopicPartition]) -> bool:
+            dead = list(batch.dead)
+            if batch.rows:
+                parts = self._split(batch)
+                results = await asyncio.gather(
+                    *(
+                        self._write(consumer, rows, sources, stop, slot)
+                        for slot, (rows, sources) in enumerate(parts)
+                    )
                 )
-            )
-            for written in results:
-                if written is None:  # stopping during an outage: offsets stay uncommitted
-                    return
-                dead.extend(written)
-        if dead:
-            await self._publish_dead(dead)
+                for written in results:
+                    if written is None:  # stopping during an outage: nothing is committed
+                        return False
+                    dead.extend(written)
+            if dead:
+                await self._publish_dead(dead)
+            return True
+
+        async def commit(durable: dict[TopicPartition, int]) -> None:
+            try:
+                await consumer.commit(durable)
+            except KafkaError as exc:
+                # E.g. partitions moved to another member during the batch, or the
+                # coordinator is away: whoever reads them next re-reads this batch, and
+                # the idempotent merge ignores what we already wrote.
+                raise _CommitFailed(str(exc)) from exc
+
         try:
-            await consumer.commit(offsets)
-        except KafkaError as exc:
-            # E.g. partitions moved to another member during the batch, or the coordinator
-            # is away: whoever reads them next re-reads this batch, and the idempotent
-            # merge ignores what we already wrote.
+            done = await run_checkpoint(
+                self._tracker, store, commit, checkpoint=Checkpoint(offsets)
+            )
+        except _CommitFailed as exc:
             self._log.warning("offset commit failed; batch will be replayed", error=str(exc))
+            return
+        if not done:
             return
         self.health.last_commit = time.time()
         self._metrics.batches.labels(self.spec.name).inc()

@@ -39,6 +39,7 @@ from events.errors import describe_exception
 from events.records import DeadLetter
 from events.topics import DOMAINS
 from streams.aggregator import COMPONENT, PartitionAggregator
+from streams.checkpoint import Checkpoint, OffsetTracker, run_checkpoint
 from streams.kpis import KpiIndex
 from streams.merger import KpiMerger, WindowKey
 from streams.observability import StreamsMetrics, serve
@@ -131,7 +132,7 @@ class EventStage:
         self.consumer = _consumer(settings, settings.group_id)
         self.aggs: dict[TopicPartition, PartitionAggregator] = {}
         self.pending: list[asyncio.Future[Any]] = []
-        self._committed: dict[TopicPartition, int] = {}
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
         snaps = await load_snapshots(self.settings, b"events|", raw=is_ids_key)
@@ -147,6 +148,7 @@ class EventStage:
                 agg.restore(snap, deltas)
                 restored += 1
                 # Resume right after the state; offsets before are in it already.
+                self.tracker.restore(tp, agg.applied + 1)
                 self.consumer.seek(tp, agg.applied + 1)
             self.aggs[tp] = agg
         log.info(
@@ -161,6 +163,7 @@ class EventStage:
             await self.checkpoint(only=revoked)
         for tp in revoked:
             self.aggs.pop(tp, None)
+        self.tracker.forget(revoked)
 
     async def publish(self) -> None:
         """Send changed pane partials and the watermarks to the second stage."""
@@ -183,35 +186,30 @@ class EventStage:
                     self.metrics.watermark.labels(r.source).set(r.watermark_ms)
 
     async def checkpoint(self, only: set[TopicPartition] | None = None) -> None:
-        """Publish, store every snapshot durably, then commit the source offsets."""
+        """Publish, store the snapshots durably, then commit the source offsets
+        (:mod:`streams.checkpoint`)."""
         await self.publish()
-        offsets: dict[TopicPartition, int] = {}
-        stored: list[tuple[PartitionAggregator, bytes]] = []
-        for tp, agg in self.aggs.items():
-            if (only is not None and tp not in only) or agg.applied < 0:
-                continue
-            if self._committed.get(tp) == agg.applied + 1:
-                continue
+
+        async def store(cp: Checkpoint[TopicPartition]) -> bool:
             send = self.producer.send
-            for pane, seq, body in agg.take_id_deltas():
-                key = stage1_ids_key(agg.source, pane, seq)
-                self.pending.append(await send(self.settings.state_topic, body, key=key))
-            snap = orjson.dumps(agg.snapshot())
-            self.pending.append(
-                await self.producer.send(
-                    self.settings.state_topic, snap, key=stage1_state_key(agg.source)
-                )
-            )
-            offsets[tp] = agg.applied + 1
-            stored.append((agg, snap))
-        pending, self.pending = self.pending, []
-        if pending:
-            await asyncio.gather(*pending)
-        for agg, snap in stored:
-            agg.mark_durable(snap)
-        if offsets:
-            await self.consumer.commit(offsets)
-            self._committed.update(offsets)
+            state_topic = self.settings.state_topic
+            stored: list[tuple[PartitionAggregator, bytes]] = []
+            for tp in cp.offsets:
+                agg = self.aggs[tp]
+                for pane, seq, body in agg.take_id_deltas():
+                    key = stage1_ids_key(agg.source, pane, seq)
+                    self.pending.append(await send(state_topic, body, key=key))
+                snap = orjson.dumps(agg.snapshot())
+                self.pending.append(await send(state_topic, snap, key=stage1_state_key(agg.source)))
+                stored.append((agg, snap))
+            pending, self.pending = self.pending, []
+            if pending:
+                await asyncio.gather(*pending)
+            for agg, snap in stored:
+                agg.mark_durable(snap)
+            return True
+
+        if await run_checkpoint(self.tracker, store, self.consumer.commit, only=only):
             self.metrics.checkpoints.inc()
 
     def _refetch(self, tp: TopicPartition, offset: int) -> None:
@@ -237,6 +235,11 @@ class EventStage:
         metrics.events.inc(agg.processed - before)
         metrics.replayed.inc(agg.skipped - skipped)
         metrics.duplicates.inc(agg.duplicates - duplicates)
+        # After a rollback this moves back: no checkpoint covers what is fetched again.
+        if agg.applied >= 0:
+            self.tracker.advance(tp, agg.applied + 1)
+        else:
+            self.tracker.forget([tp])
         if agg.rewind_to is not None:
             offset, agg.rewind_to = agg.rewind_to, None
             metrics.rollbacks.inc()
@@ -300,7 +303,7 @@ class MergeStage:
         self.group = f"{settings.group_id}-merge"
         self.consumer = _consumer(settings, self.group)
         self.mergers: dict[TopicPartition, KpiMerger] = {}
-        self.positions: dict[TopicPartition, int] = {}
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.dead: list[DeadLetter] = []  # sent with the next flush
         self.on_records: Callable[[list[Any]], None] | None = None  # hook for benchmarks
         # Snapshots go out every checkpoint interval; a window emits at most once per
@@ -323,7 +326,7 @@ class MergeStage:
                 # window each) before the crash: the bump keeps later revisions above.
                 merger.bump_revisions(int(meta["revision_bump"]))
                 self.consumer.seek(tp, int(meta["position"]))
-                self.positions[tp] = int(meta["position"])
+                self.tracker.restore(tp, int(meta["position"]))
             self.mergers[tp] = merger
         log.info("stage2.assigned", partitions=len(assigned))
 
@@ -332,7 +335,7 @@ class MergeStage:
             await self.flush(only=revoked, force_snapshot=True)
         for tp in revoked:
             self.mergers.pop(tp, None)
-            self.positions.pop(tp, None)
+        self.tracker.forget(revoked)
 
     async def flush(
         self, only: set[TopicPartition] | None = None, force_snapshot: bool = False
@@ -340,13 +343,11 @@ class MergeStage:
         """Emit due records; with ``force_snapshot`` also store the state and commit.
         Returns the number of records emitted."""
         pending: list[asyncio.Future[Any]] = []
-        offsets: dict[TopicPartition, int] = {}
         emitted: list[Any] = []
         now = time.monotonic()
         dead, self.dead = self.dead, []
-        for tp, merger in self.mergers.items():
-            if only is not None and tp not in only:
-                continue
+        mine = [(tp, m) for tp, m in self.mergers.items() if only is None or tp in only]
+        for tp, merger in mine:
             records = merger.flush(now)
             dead.extend(_window_failure(tp, wk, why) for wk, why in merger.take_failures())
             for rec in records:
@@ -356,31 +357,36 @@ class MergeStage:
                     )
                 )
             emitted.extend(records)
-            pos = self.positions.get(tp)
-            if pos is None or not force_snapshot:
-                continue
-            send = self.producer.send
-            state_topic = self.settings.state_topic
-            for (kpi, scope, pane), state in merger.take_cell_changes():
-                key = stage2_cell_key(self.group, tp.partition, kpi, scope, pane)
-                value = orjson.dumps(state) if state is not None else None
-                pending.append(await send(state_topic, value, key=key))
-            meta = {**merger.snapshot_meta(), "position": pos, "revision_bump": self._bump}
-            pending.append(
-                await send(
-                    state_topic, orjson.dumps(meta), key=stage2_meta_key(self.group, tp.partition)
-                )
-            )
-            offsets[tp] = pos
         for dl in dead:
             self.metrics.dead_letters.labels(dl.reason).inc()
             pending.append(
                 await self.producer.send(self.settings.deadletter_topic, dl.to_json(), key=dl.key)
             )
-        if pending:
+
+        async def store(cp: Checkpoint[TopicPartition]) -> bool:
+            # Every merger with a position writes its snapshot, also when its input did
+            # not move (its windows may have: revisions, finals), then all is acked.
+            send = self.producer.send
+            state_topic = self.settings.state_topic
+            for tp, merger in mine:
+                pos = self.tracker.position.get(tp)
+                if pos is None:
+                    continue
+                for (kpi, scope, pane), state in merger.take_cell_changes():
+                    key = stage2_cell_key(self.group, tp.partition, kpi, scope, pane)
+                    value = orjson.dumps(state) if state is not None else None
+                    pending.append(await send(state_topic, value, key=key))
+                meta = {**merger.snapshot_meta(), "position": pos, "revision_bump": self._bump}
+                key = stage2_meta_key(self.group, tp.partition)
+                pending.append(await send(state_topic, orjson.dumps(meta), key=key))
+            if pending:
+                await asyncio.gather(*pending)
+            return True
+
+        if force_snapshot:
+            await run_checkpoint(self.tracker, store, self.consumer.commit, only=only)
+        elif pending:
             await asyncio.gather(*pending)
-        if offsets:
-            await self.consumer.commit(offsets)
         if emitted:
             self.metrics.kpi_records.inc(len(emitted))
             if self.on_records is not None:
@@ -406,7 +412,7 @@ class MergeStage:
                 self.dead.append(
                     DeadLetter.of(rec, "processing_error", describe_exception(exc), COMPONENT)
                 )
-        self.positions[tp] = records[-1].offset + 1
+        self.tracker.advance(tp, records[-1].offset + 1)
         return True
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -37,6 +37,7 @@ from events.errors import InvalidEventError, describe_exception
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.engine import AlertEngine
 from streams.alerts.records import latest_by_id
+from streams.checkpoint import Checkpoint, OffsetTracker, run_checkpoint
 from streams.state import read_whole_topic
 
 COMPONENT = "alerts"
@@ -104,6 +105,7 @@ class AlertsWorker:
         self.ready = asyncio.Event()
         self.http_port: int | None = None
         self._last_tick = 0.0
+        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -223,6 +225,8 @@ class AlertsWorker:
         for msg in msgs:
             self._apply(msg, outputs, letters)
             applied += msg.topic == topics.KPI
+            if commit:
+                self._tracker.advance(TopicPartition(msg.topic, msg.partition), msg.offset + 1)
         self.metrics.kpi_records.inc(applied)  # once per batch: no per-record metric locks
         # Silence is judged on a timer with the wall time (see AlertEngine.tick).
         now = time.monotonic()
@@ -252,11 +256,16 @@ class AlertsWorker:
                 topic=dl.source_topic,
                 offset=dl.source_offset,
             )
-        if outputs or letters:
-            await producer.flush()
+
+        async def store(_: Checkpoint[TopicPartition]) -> bool:
+            if outputs or letters:
+                await producer.flush()  # only now are the effects durable on the broker
+            return True
+
         if commit:
-            # Only now are the effects durable on the broker.
-            await consumer.commit()
+            await run_checkpoint(self._tracker, store, consumer.commit)
+        else:
+            await store(Checkpoint({}))
         self.metrics.active.set(len(self.engine.active_alerts()))
         if outputs or letters or commit:
             self.metrics.batch_seconds.observe(time.perf_counter() - begin)

@@ -28,20 +28,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from events.errors import describe_exception
 from events.records import DeadLetter
 from events.topics import DOMAINS
+from streams.adapters import RebalanceListener, refetch, stage_consumer, window_failure
 from streams.aggregator import COMPONENT, PartitionAggregator
 from streams.checkpoint import Checkpoint, OffsetTracker, run_checkpoint
 from streams.kpis import KpiIndex
-from streams.merger import KpiMerger, WindowKey
+from streams.merger import KpiMerger
 from streams.observability import StreamsMetrics, serve
 from streams.settings import StreamsSettings
 from streams.state import ensure_topics, load_snapshots
@@ -64,56 +65,6 @@ from streams.wire import (
 log = structlog.get_logger("streams")
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(
-        self,
-        on_revoked: Callable[[set[TopicPartition]], Awaitable[None]],
-        on_assigned: Callable[[set[TopicPartition]], Awaitable[None]],
-    ) -> None:
-        self._revoked = on_revoked
-        self._assigned = on_assigned
-        # aiokafka logs and swallows a listener's exception and goes on consuming; a stage
-        # must not run partitions whose state it could not restore, so its loop re-raises.
-        self.failure: BaseException | None = None
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        try:
-            await self._assigned(set(assigned))
-        except Exception as exc:
-            log.error("restore.failed", error=str(exc))
-            self.failure = exc
-
-    def check(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-
-def _refetch(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
-    # Still assigned (restore running): rewind; revoked meanwhile: the new owner reads it.
-    with contextlib.suppress(Exception):
-        if tp in consumer.assignment():
-            consumer.seek(tp, offset)
-
-
-def _consumer(settings: StreamsSettings, group: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.max_poll_records,
-        fetch_max_bytes=settings.fetch_max_bytes,
-        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
-        fetch_max_wait_ms=100,
-        session_timeout_ms=settings.session_timeout_ms,
-        rebalance_timeout_ms=settings.rebalance_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-    )
-
-
 class EventStage:
     """Stage 1: events -> pane partials, exact under crashes."""
 
@@ -129,7 +80,7 @@ class EventStage:
         self.config = settings.engine_config()
         self.producer = producer
         self.metrics = metrics
-        self.consumer = _consumer(settings, settings.group_id)
+        self.consumer = stage_consumer(settings, settings.group_id)
         self.aggs: dict[TopicPartition, PartitionAggregator] = {}
         self.pending: list[asyncio.Future[Any]] = []
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
@@ -213,7 +164,7 @@ class EventStage:
             self.metrics.checkpoints.inc()
 
     def _refetch(self, tp: TopicPartition, offset: int) -> None:
-        _refetch(self.consumer, tp, offset)
+        refetch(self.consumer, tp, offset)
 
     async def rewind(self, tp: TopicPartition, offset: int) -> None:
         """Fetch ``tp`` again from ``offset`` (after a rollback; the Faust host overrides)."""
@@ -255,7 +206,7 @@ class EventStage:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        listener = _Listener(self._revoke, self._restore)
+        listener = RebalanceListener(self._revoke, self._restore)
         self.consumer.subscribe([s.events_topic_prefix + d for d in DOMAINS], listener=listener)
         await self.consumer.start()
         next_publish = next_checkpoint = time.monotonic()
@@ -301,7 +252,7 @@ class MergeStage:
         self.producer = producer
         self.metrics = metrics
         self.group = f"{settings.group_id}-merge"
-        self.consumer = _consumer(settings, self.group)
+        self.consumer = stage_consumer(settings, self.group)
         self.mergers: dict[TopicPartition, KpiMerger] = {}
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.dead: list[DeadLetter] = []  # sent with the next flush
@@ -349,7 +300,7 @@ class MergeStage:
         mine = [(tp, m) for tp, m in self.mergers.items() if only is None or tp in only]
         for tp, merger in mine:
             records = merger.flush(now)
-            dead.extend(_window_failure(tp, wk, why) for wk, why in merger.take_failures())
+            dead.extend(window_failure(tp, wk, why) for wk, why in merger.take_failures())
             for rec in records:
                 pending.append(
                     await self.producer.send(
@@ -417,7 +368,7 @@ class MergeStage:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        listener = _Listener(self._revoke, self._restore)
+        listener = RebalanceListener(self._revoke, self._restore)
         self.consumer.subscribe([s.partials_topic], listener=listener)
         await self.consumer.start()
         next_flush = next_checkpoint = time.monotonic()
@@ -429,7 +380,7 @@ class MergeStage:
                 listener.check()
                 for tp, records in batch.items():
                     if not self.apply(tp, records):
-                        _refetch(self.consumer, tp, records[0].offset)
+                        refetch(self.consumer, tp, records[0].offset)
                         continue
                     dirty = True
                 now = time.monotonic()
@@ -445,22 +396,6 @@ class MergeStage:
             await self.flush(force_snapshot=True)
         finally:
             await self.consumer.stop()
-
-
-def _window_failure(tp: TopicPartition, wk: WindowKey, why: str) -> DeadLetter:
-    """The dead letter of a window that could not be built (quarantined by its merger)."""
-    kpi, scope, size, start = wk
-    body = {"kpi": kpi, "scope": scope, "window_s": size, "window_start_ms": start}
-    return DeadLetter(
-        reason="processing_error",
-        detail=why,
-        source_topic=tp.topic,
-        source_partition=tp.partition,
-        source_offset=-1,
-        value=orjson.dumps(body),
-        key=f"{kpi}|{scope}".encode(),
-        component=COMPONENT,
-    )
 
 
 class Worker:

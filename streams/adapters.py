@@ -1,0 +1,83 @@
+"""Small pieces the stream stages' aiokafka adapters share (``streams/worker.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from events.records import DeadLetter
+from streams.aggregator import COMPONENT
+from streams.merger import WindowKey
+from streams.settings import StreamsSettings
+
+log = structlog.get_logger("streams")
+
+
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        on_revoked: Callable[[set[TopicPartition]], Awaitable[None]],
+        on_assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+    ) -> None:
+        self._revoked = on_revoked
+        self._assigned = on_assigned
+        # aiokafka logs and swallows a listener's exception and goes on consuming; a stage
+        # must not run partitions whose state it could not restore, so its loop re-raises.
+        self.failure: BaseException | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self._assigned(set(assigned))
+        except Exception as exc:
+            log.error("restore.failed", error=str(exc))
+            self.failure = exc
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
+def refetch(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    # Still assigned (restore running): rewind; revoked meanwhile: the new owner reads it.
+    with contextlib.suppress(Exception):
+        if tp in consumer.assignment():
+            consumer.seek(tp, offset)
+
+
+def stage_consumer(settings: StreamsSettings, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.max_poll_records,
+        fetch_max_bytes=settings.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        fetch_max_wait_ms=100,
+        session_timeout_ms=settings.session_timeout_ms,
+        rebalance_timeout_ms=settings.rebalance_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+    )
+
+
+def window_failure(tp: TopicPartition, wk: WindowKey, why: str) -> DeadLetter:
+    """The dead letter of a window that could not be built (quarantined by its merger)."""
+    kpi, scope, size, start = wk
+    body = {"kpi": kpi, "scope": scope, "window_s": size, "window_start_ms": start}
+    return DeadLetter(
+        reason="processing_error",
+        detail=why,
+        source_topic=tp.topic,
+        source_partition=tp.partition,
+        source_offset=-1,
+        value=orjson.dumps(body),
+        key=f"{kpi}|{scope}".encode(),
+        component=COMPONENT,
+    )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 from pathlib import Path
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from tests.streams_helpers import T0, air
+from tests.test_ingest import _free_port
+from tests.test_storage_sink import _committed
 from tests.test_streams_integration import (
     PARTITIONS,
     Topics,
@@ -27,12 +28,6 @@ MIN = 60_000
 STATION = "HD-AQ-DUP"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _metric(port: int, name: str) -> float:
     """A counter of the worker's /metrics; 0 while the worker is not serving yet."""
     try:
@@ -45,16 +40,6 @@ async def _metric(port: int, name: str) -> float:
         return 0.0
     found = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
-
-
-async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        committed: int | None = await consumer.committed(tp)
-        return committed
-    finally:
-        await consumer.stop()
 
 
 async def test_re_sent_events_count_once_also_after_a_sigkill(

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -23,6 +24,8 @@ from events.topics import DEADLETTER, events_topic
 from ingest.gateway import BATCH, RejectedRequest, parse_request
 from ingest.service import serve
 from ingest.settings import IngestSettings
+from ioc.services import broker
+from tests.private_broker import private_broker
 
 
 def air_event(station: str = "HD-AQ-001", pm25: float = 42.0) -> dict[str, object]:
@@ -222,3 +225,52 @@ async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
     assert letters[0].reason == "unsupported_specversion"
     assert letters[0].source_topic == "mqtt:ioc/events/air"
     assert letters[0].component == "ingest.mqtt"
+
+
+async def test_http_answers_503_while_the_broker_cannot_take_the_events(
+    tmp_path: Path,
+) -> None:
+    with private_broker(tmp_path) as own:
+        settings = IngestSettings(
+            bootstrap_servers=own.bootstrap_servers, ingest_http_port=_free_port()
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, mqtt=False, stop=stop))
+        base = f"http://127.0.0.1:{settings.ingest_http_port}"
+        headers = {"Content-Type": "application/cloudevents+json"}
+        try:
+            async with aiohttp.ClientSession() as http:
+                await _wait_healthy(http, f"{base}/healthz")
+                async with http.post(
+                    f"{base}/events", data=encode(air_event("UP")), headers=headers
+                ) as r:
+                    assert (r.status, await r.json()) == (202, {"accepted": 1})
+                broker.down(own)  # the broker goes away; the gateway keeps running
+                lost = air_event("DOWN")
+                async with http.post(
+                    f"{base}/events",
+                    data=encode(lost),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=120),
+                ) as r:
+                    assert r.status == 503
+                    assert (await r.json())["error"] == "unavailable"
+                async with http.get(f"{base}/metrics") as r:
+                    text = await r.text()
+                assert 'ioc_ingest_publish_errors_total{gateway="http"} 1.0' in text
+        finally:
+            stop.set()
+            await task
+
+
+async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            async with http.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer 200 in 20 s"
+        await asyncio.sleep(0.1)  # polling interval of the condition above

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -274,3 +278,115 @@ async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} did not answer 200 in 20 s"
         await asyncio.sleep(0.1)  # polling interval of the condition above
+
+
+def _log_text(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def _gateway_log_events(log: Path, event: str) -> list[dict[str, object]]:
+    """The gateway's JSON log lines (stderr is not a terminal) whose event is ``event``."""
+    found: list[dict[str, object]] = []
+    for line in _log_text(log).splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            obj = orjson.loads(line)
+            if isinstance(obj, dict) and obj.get("event") == event:
+                found.append(obj)
+    return found
+
+
+async def _spawn_gateway(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """`python -m ingest` (as `ioc up` runs it), once it has subscribed to MQTT."""
+    connected = len(_gateway_log_events(log, "mqtt_connected"))
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ingest", env={**os.environ, **env}, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 30
+    try:
+        while len(_gateway_log_events(log, "mqtt_connected")) <= connected:
+            assert proc.returncode is None, _log_text(log)
+            assert time.monotonic() < deadline, _log_text(log)
+            await asyncio.sleep(0.1)  # polling interval of the condition above
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc
+
+
+async def _ids_on(bootstrap: str, topic: str, until: str) -> list[str]:
+    """Event ids on ``topic`` from its start, read until ``until`` is among them."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    ids: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while until not in ids:
+            assert time.monotonic() < deadline, f"{until} never reached {topic}: {ids}"
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                ids += [str(orjson.loads(r.value)["id"]) for r in records]
+    finally:
+        await consumer.stop()
+    return ids
+
+
+def _publish_qos1(address: tuple[str, int], topic: str, payload: bytes) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(*address)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+async def test_mqtt_message_unacknowledged_when_the_gateway_dies_is_delivered_after_restart(
+    mqtt_address: tuple[str, int], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topic = f"ioc/redelivery-{tag}/air"
+    log = tmp_path / "gateway.log"
+    with private_broker(tmp_path) as own:
+        env = {
+            "IOC_BOOTSTRAP_SERVERS": own.bootstrap_servers,
+            "IOC_INGEST_HTTP_PORT": str(_free_port()),
+            "IOC_MQTT_HOST": mqtt_address[0],
+            "IOC_MQTT_PORT": str(mqtt_address[1]),
+            "IOC_INGEST_MQTT_TOPIC": f"ioc/redelivery-{tag}/#",
+            "IOC_INGEST_MQTT_CLIENT_ID": f"ioc-ingest-redelivery-{tag}",  # persistent session
+        }
+        proc = await _spawn_gateway(env, log)
+        try:
+            # A first event goes through: the subscription is in place and acknowledged.
+            probe = air_event(f"PROBE-{tag}")
+            _publish_qos1(mqtt_address, topic, encode(probe))
+            assert str(probe["id"]) in await _ids_on(
+                own.bootstrap_servers, events_topic("air"), str(probe["id"])
+            )
+            # Kafka goes away; the next event reaches the gateway, which cannot publish it,
+            # so it holds back its PUBACK and retries... until it is killed.
+            broker.down(own)
+            held = air_event(f"HELD-{tag}")
+            _publish_qos1(mqtt_address, topic, encode(held))
+            deadline = time.monotonic() + 90  # aiokafka's request timeout is 40 s
+            while not _gateway_log_events(log, "publish_failed"):
+                assert time.monotonic() < deadline, _log_text(log)
+                await asyncio.sleep(0.2)  # polling interval of the condition above
+            proc.kill()
+            assert await proc.wait() == -signal.SIGKILL
+            # Kafka is back (empty: in-memory storage); the restarted gateway resumes its
+            # MQTT session and Mosquitto delivers the unacknowledged message again.
+            broker.up(own)
+            proc = await _spawn_gateway(env, log)
+            ids = await _ids_on(own.bootstrap_servers, events_topic("air"), str(held["id"]))
+            # ...and only that one: the probe was acknowledged, so it is not sent again.
+            assert ids == [str(held["id"])]
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()

@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 from events.envelope import decode, encode, new_event
@@ -111,10 +111,40 @@ async def gateway(
                         break
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.1)
-    await asyncio.sleep(0.5)  # the MQTT subscription is set up right after connecting
+    await _wait_mqtt_subscribed(settings)
     yield settings
     stop.set()
     await task
+
+
+async def _wait_mqtt_subscribed(settings: IngestSettings) -> None:
+    """Until a probe event published over MQTT reaches Kafka (the subscription is made
+    right after connecting; a message published before it would be dropped, so the probe
+    is published again each round)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        topic = events_topic("air")
+        await consumer.topics()
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_end(*parts)
+        for tp in parts:  # resolve the positions before the first probe
+            await consumer.position(tp)
+        sent: set[str] = set()
+        deadline = time.monotonic() + 30
+        while True:
+            probe = air_event("PROBE")
+            sent.add(str(probe["id"]))
+            _publish_qos1((settings.mqtt_host, settings.mqtt_port), "ioc/events/air", encode(probe))
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                        if str(orjson.loads(r.value).get("id")) in sent:
+                            return
+            assert time.monotonic() < deadline, "the MQTT gateway never forwarded a probe"
+    finally:
+        await consumer.stop()
 
 
 async def _find(bootstrap: str, topic: str, wanted: set[str], key: str) -> dict[str, bytes]:

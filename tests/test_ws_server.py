@@ -122,6 +122,22 @@ async def authed(app: WsApp, token: str = "view") -> ClientConnection:
     return ws
 
 
+async def server_holds(app: WsApp, records: list[KpiRecord], wait: float = TIMEOUT) -> None:
+    """Until the server has consumed ``records`` (each is its series' latest in memory)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait
+
+    def held(rec: KpiRecord) -> bool:
+        return any(
+            (r.window_start, r.revision, r.value) == (rec.window_start, rec.revision, rec.value)
+            for r in app.server.hub.memory_series(rec.kpi, rec.scope)
+        )
+
+    while not all(held(r) for r in records):
+        assert loop.time() < end, "the push server did not consume the records"
+        await asyncio.sleep(0.02)  # polling interval of the condition above
+
+
 async def subscribe(ws: ClientConnection, **spec: Any) -> dict[str, Any]:
     await ws.send(orjson.dumps({"op": "subscribe", **spec}).decode())
     return await recv(ws)
@@ -235,8 +251,9 @@ async def test_snapshot_from_database_and_stream_then_ordered_filtered_updates(
     finally:
         await conn.close()
     # The current window only on the stream (the sink lags).
-    await publish_kpis(producer, [kpi("air.aqi.vn", scope_a, 77)])
-    await asyncio.sleep(0.5)
+    current = kpi("air.aqi.vn", scope_a, 77)
+    await publish_kpis(producer, [current])
+    await server_holds(app, [current])
 
     ws = await authed(app)
     snap = await subscribe(
@@ -279,8 +296,9 @@ async def test_resume_without_gaps_and_resnapshot_when_too_old(
     await ws.close()
 
     # While the client is away: a new value for two of the three stations.
-    await publish_kpis(producer, [kpi("water.level.max", s, 2.0, revision=1) for s in scopes[:2]])
-    await asyncio.sleep(0.5)
+    newer = [kpi("water.level.max", s, 2.0, revision=1) for s in scopes[:2]]
+    await publish_kpis(producer, newer)
+    await server_holds(app, newer)
     ws = await authed(app)
     resumed = await subscribe(ws, **spec, resume={"epoch": epoch, "seq": last_seq})
     assert resumed["type"] == "resumed"

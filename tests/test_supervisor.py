@@ -98,10 +98,11 @@ def test_a_component_that_exits_is_restarted_with_doubling_backoff_and_all_stop_
             sup.wait()
     times = [float(t) for t in starts.read_text().split()]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # The first restart waits 2 s, the next 4 s (crash loop: the backoff doubles); a
-    # python start-up of up to ~1 s on a busy machine adds to each gap.
-    assert 2.0 <= gaps[0] < 3.5, gaps
-    assert 4.0 <= gaps[1] < 5.5, gaps
+    # The first restart waits 2 s, the next 4 s (crash loop: the backoff doubles); the
+    # start-up of a python process (more on a busy machine) adds to each gap, never enough
+    # to reach the next step.
+    assert 2.0 <= gaps[0] < 3.9, gaps
+    assert 4.0 <= gaps[1] < 7.9, gaps
     log = out.read_text(errors="replace")
     lines = log.splitlines()
     assert lines.count("crashy | crashy is up") >= 3, log

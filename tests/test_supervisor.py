@@ -1,5 +1,6 @@
 """The `ioc up` supervisor with real child processes: a component that exits is restarted
-with a doubling backoff and the restart is logged; SIGTERM stops every component."""
+with a doubling backoff (fresh after a run of over 30 s) and the restart is logged;
+SIGTERM stops every component."""
 
 from __future__ import annotations
 
@@ -115,3 +116,63 @@ def test_a_component_that_exits_is_restarted_with_doubling_backoff_and_all_stop_
     assert "stopping components…" in lines, log
     # SIGTERM went to the component's process group: nothing is left running.
     _wait(lambda: not _alive(steady_pid), 10, "the steady component to be gone")
+
+
+# One component, `slow`: its first run lasts 31 s (over the supervisor's 30-s threshold),
+# every later run exits at once.
+_SUPERVISOR_ONE = """
+import asyncio, sys
+from rich.console import Console
+from ioc.supervisor import Component, Supervisor
+
+asyncio.run(Supervisor([Component("slow", [sys.executable, sys.argv[1]])], Console()).run())
+"""
+
+_SLOW_FIRST = """
+import sys, time
+with open(sys.argv[0] + ".starts", "a") as f:
+    f.write(f"{time.time()}\\n")
+with open(sys.argv[0] + ".starts") as f:
+    first = len(f.read().split()) == 1
+print("slow is up", flush=True)
+if first:
+    time.sleep(31)
+    sys.exit(4)
+sys.exit(3)
+"""
+
+
+def test_a_component_that_ran_for_a_while_gets_a_fresh_backoff(tmp_path: Path) -> None:
+    slow, out = tmp_path / "slow.py", tmp_path / "out"
+    slow.write_text(_SLOW_FIRST)
+    starts = tmp_path / "slow.py.starts"
+    with out.open("wb") as sink:
+        sup = subprocess.Popen(
+            [sys.executable, "-c", _SUPERVISOR_ONE, str(slow)],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait(
+            lambda: starts.exists() and len(starts.read_text().split()) >= 3,
+            timeout=60,
+            what="the third start",
+        )
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(timeout=30) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+    times = [float(t) for t in starts.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # 31 s of running, then 1 s (fresh backoff); then a quick crash doubles it to 2 s.
+    assert 32.0 <= gaps[0] < 33.9, gaps
+    assert 2.0 <= gaps[1] < 3.9, gaps
+    lines = out.read_text(errors="replace").splitlines()
+    restarts = [line for line in lines if "restarting in" in line]
+    assert restarts[:2] == [
+        "slow | exited with 4; restarting in 1s",
+        "slow | exited with 3; restarting in 2s",
+    ], lines

@@ -283,6 +283,50 @@ async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Pro
     raise AssertionError(f"worker not ready: {read_log(log)}")
 
 
+async def send_kpis_noting_offsets(
+    producer: AIOKafkaProducer, records: list[KpiRecord]
+) -> dict[TopicPartition, int]:
+    """Like ``send_kpis``; returns, per partition, the offset just after our last record."""
+    ends: dict[TopicPartition, int] = {}
+    for rec in records:
+        meta = await producer.send_and_wait(topics.KPI, rec.to_json(), key=rec.key.encode())
+        tp = TopicPartition(meta.topic, meta.partition)
+        ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
+    return ends
+
+
+async def wait_committed(
+    servers: str, group: str, ends: dict[TopicPartition, int], wait_s: float = 30
+) -> None:
+    """Until the group's committed offsets reach ``ends`` (the worker applied and
+    committed those records)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            committed = {tp: await consumer.committed(tp) for tp in ends}
+            if all(c is not None and c >= ends[tp] for tp, c in committed.items()):
+                return
+            assert asyncio.get_running_loop().time() < deadline, (committed, ends)
+            await asyncio.sleep(0.1)  # polling interval of the condition above
+    finally:
+        await consumer.stop()
+
+
+def log_events(log: Path, event: str) -> list[dict[str, object]]:
+    """The worker's JSON log lines (stderr is not a terminal) whose event is ``event``."""
+    found: list[dict[str, object]] = []
+    for line in read_log(log).splitlines():
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and obj.get("event") == event:
+            found.append(obj)
+    return found
+
+
 async def test_worker_recovers_after_sigkill(
     bootstrap_servers: str, producer: AIOKafkaProducer, tmp_path: Path
 ) -> None:
@@ -305,10 +349,15 @@ async def test_worker_recovers_after_sigkill(
 
         # Nine windows above the threshold, then the worker dies without a goodbye.
         proc = await spawn_worker(env, log)
-        await send_kpis(producer, [aqi(subject, start, m, 170) for m in range(9)])
-        await asyncio.sleep(1.0)
+        nine = await send_kpis_noting_offsets(
+            producer, [aqi(subject, start, m, 170) for m in range(9)]
+        )
+        # Killed only once it has applied and committed them: they are history now, that
+        # only the recovery replay can bring back.
+        await wait_committed(bootstrap_servers, env["IOC_ALERTS_GROUP"], nine)
         proc.kill()
         await proc.wait()
+        assert len(log_events(log, "recovered")) == 1
         # The tenth window arrives while it is down; the restarted worker still sees ten.
         await send_kpis(producer, [aqi(subject, start, 9, 171)])
         proc = await spawn_worker(env, log)
@@ -316,6 +365,11 @@ async def test_worker_recovers_after_sigkill(
         assert [(a.state, a.raised_at) for a in raised] == [
             ("raised", start + timedelta(minutes=10))
         ]
+        # The recovery ran: it replayed (at least) the nine committed windows.
+        recoveries = log_events(log, "recovered")
+        assert len(recoveries) == 2
+        replayed = recoveries[1]["replayed_kpi"]
+        assert isinstance(replayed, int) and replayed >= 9, recoveries[1]
         proc.kill()  # maybe before its offsets were committed: a re-delivery must be harmless
         await proc.wait()
 
@@ -326,5 +380,10 @@ async def test_worker_recovers_after_sigkill(
         later = [AlertRecord.from_json(r) for r in await alerts.take(ours, 1)]
         later += [AlertRecord.from_json(r) for r in await alerts.take(ours, 5, wait_s=2)]
         assert {a.alert_id for a in later} == {raised[0].alert_id}
-        assert [a.state for a in later if a.state != "raised"] == ["cleared"]
+        # The raise is not published again (a replayed or re-delivered window is harmless).
+        assert [a.state for a in later] == ["cleared"]
+        recoveries = log_events(log, "recovered")
+        assert len(recoveries) == 3
+        restored = recoveries[2]["restored_alerts"]
+        assert isinstance(restored, int) and restored >= 1, recoveries[2]
         assert [a.revision for a in later if a.state == "cleared"] == [2]

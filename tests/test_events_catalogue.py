@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -130,9 +131,8 @@ def test_geography_codes_and_grid() -> None:
         ("docs/kpis.md", render_kpis, "python -m events.docs --kpis > docs/kpis.md"),
     ],
 )
-def test_generated_docs_are_up_to_date(path: str, render: object, command: str) -> None:
+def test_generated_docs_are_up_to_date(path: str, render: Callable[[], str], command: str) -> None:
     committed = (ROOT / path).read_text(encoding="utf-8")
-    assert callable(render)
     assert committed == render(), f"{path} is stale; regenerate it: {command}"
 
 
@@ -153,8 +153,43 @@ def test_ioc_kpis_json_prints_every_kpi() -> None:
     result = _ioc("kpis", "--json")
     assert result.returncode == 0, result.stderr.decode()
     items = orjson.loads(result.stdout)
-    assert {i["id"] for i in items} == set(KPI_CATALOGUE)
-    assert items == catalogue_json()
+    assert [i["id"] for i in items] == list(KPI_CATALOGUE)
+    # Expected values written out from the catalogue's definitions (events/kpis.py), not
+    # produced by the serialiser under test.
+    by_id = {i["id"]: i for i in items}
+    assert by_id["water.level.max"] == {
+        "id": "water.level.max",
+        "title_vi": "Mực nước cao nhất",
+        "title_en": "Peak water level",
+        "unit": "m",
+        "domain": "water",
+        "event_type": "vn.ioc.water.observed",
+        "aggregation": "max",
+        "field": "level_m",
+        "where": None,
+        "numerator": None,
+        "denominator_field": None,
+        "quantile": None,
+        "scopes": ["city", "district", "station"],
+        "windows": [60, 3600],
+        "higher_is_worse": True,
+        "description": "alarm levels BĐ I/II/III: events.flood",
+    }
+    ontime = by_id["services.ontime.rate"]
+    assert (ontime["aggregation"], ontime["where"], ontime["numerator"]) == (
+        "rate",
+        {"status": ["resolved"]},
+        {"timeliness": ["on_time"]},
+    )
+    assert (ontime["windows"], ontime["higher_is_worse"]) == ([60, 3600], False)
+    for item in items:  # every item carries its spec's attributes
+        spec = KPI_CATALOGUE[item["id"]]
+        assert (item["aggregation"], item["field"], item["scopes"], item["windows"]) == (
+            spec.aggregation,
+            spec.field,
+            list(spec.scopes),
+            list(spec.windows),
+        ), item["id"]
 
 
 def test_ioc_events_json_prints_every_type() -> None:
@@ -162,4 +197,9 @@ def test_ioc_events_json_prints_every_type() -> None:
     assert result.returncode == 0, result.stderr.decode()
     items = orjson.loads(result.stdout)
     assert [i["type"] for i in items] == list(EVENT_TYPES)
+    assert len(items) == 17  # README: all 17 event types of the ten domains
+    assert {i["domain"] for i in items} == {
+        "traffic", "air", "water", "energy", "parking",
+        "services", "feedback", "emergency", "security", "payments",
+    }  # fmt: skip
     assert all(i["topic"] == f"ioc.events.{i['domain']}" for i in items)

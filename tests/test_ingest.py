@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 from events.envelope import decode, encode, new_event
@@ -23,6 +28,8 @@ from events.topics import DEADLETTER, events_topic
 from ingest.gateway import BATCH, RejectedRequest, parse_request
 from ingest.service import serve
 from ingest.settings import IngestSettings
+from ioc.services import broker
+from tests.private_broker import private_broker
 
 
 def air_event(station: str = "HD-AQ-001", pm25: float = 42.0) -> dict[str, object]:
@@ -104,10 +111,40 @@ async def gateway(
                         break
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.1)
-    await asyncio.sleep(0.5)  # the MQTT subscription is set up right after connecting
+    await _wait_mqtt_subscribed(settings)
     yield settings
     stop.set()
     await task
+
+
+async def _wait_mqtt_subscribed(settings: IngestSettings) -> None:
+    """Until a probe event published over MQTT reaches Kafka (the subscription is made
+    right after connecting; a message published before it would be dropped, so the probe
+    is published again each round)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        topic = events_topic("air")
+        await consumer.topics()
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_end(*parts)
+        for tp in parts:  # resolve the positions before the first probe
+            await consumer.position(tp)
+        sent: set[str] = set()
+        deadline = time.monotonic() + 30
+        while True:
+            probe = air_event("PROBE")
+            sent.add(str(probe["id"]))
+            _publish_qos1((settings.mqtt_host, settings.mqtt_port), "ioc/events/air", encode(probe))
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                        if str(orjson.loads(r.value).get("id")) in sent:
+                            return
+            assert time.monotonic() < deadline, "the MQTT gateway never forwarded a probe"
+    finally:
+        await consumer.stop()
 
 
 async def _find(bootstrap: str, topic: str, wanted: set[str], key: str) -> dict[str, bytes]:
@@ -222,3 +259,164 @@ async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
     assert letters[0].reason == "unsupported_specversion"
     assert letters[0].source_topic == "mqtt:ioc/events/air"
     assert letters[0].component == "ingest.mqtt"
+
+
+async def test_http_answers_503_while_the_broker_cannot_take_the_events(
+    tmp_path: Path,
+) -> None:
+    with private_broker(tmp_path) as own:
+        settings = IngestSettings(
+            bootstrap_servers=own.bootstrap_servers, ingest_http_port=_free_port()
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, mqtt=False, stop=stop))
+        base = f"http://127.0.0.1:{settings.ingest_http_port}"
+        headers = {"Content-Type": "application/cloudevents+json"}
+        try:
+            async with aiohttp.ClientSession() as http:
+                await _wait_healthy(http, f"{base}/healthz")
+                async with http.post(
+                    f"{base}/events", data=encode(air_event("UP")), headers=headers
+                ) as r:
+                    assert (r.status, await r.json()) == (202, {"accepted": 1})
+                broker.down(own)  # the broker goes away; the gateway keeps running
+                lost = air_event("DOWN")
+                async with http.post(
+                    f"{base}/events",
+                    data=encode(lost),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=120),
+                ) as r:
+                    assert r.status == 503
+                    assert (await r.json())["error"] == "unavailable"
+                async with http.get(f"{base}/metrics") as r:
+                    text = await r.text()
+                assert 'ioc_ingest_publish_errors_total{gateway="http"} 1.0' in text
+        finally:
+            stop.set()
+            await task
+
+
+async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            async with http.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer 200 in 20 s"
+        await asyncio.sleep(0.1)  # polling interval of the condition above
+
+
+def _log_text(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def _gateway_log_events(log: Path, event: str) -> list[dict[str, object]]:
+    """The gateway's JSON log lines (stderr is not a terminal) whose event is ``event``."""
+    found: list[dict[str, object]] = []
+    for line in _log_text(log).splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            obj = orjson.loads(line)
+            if isinstance(obj, dict) and obj.get("event") == event:
+                found.append(obj)
+    return found
+
+
+async def _spawn_gateway(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """`python -m ingest` (as `ioc up` runs it), once it has subscribed to MQTT."""
+    connected = len(_gateway_log_events(log, "mqtt_connected"))
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ingest", env={**os.environ, **env}, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 30
+    try:
+        while len(_gateway_log_events(log, "mqtt_connected")) <= connected:
+            assert proc.returncode is None, _log_text(log)
+            assert time.monotonic() < deadline, _log_text(log)
+            await asyncio.sleep(0.1)  # polling interval of the condition above
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc
+
+
+async def _ids_on(bootstrap: str, topic: str, until: str) -> list[str]:
+    """Event ids on ``topic`` from its start, read until ``until`` is among them."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    ids: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while until not in ids:
+            assert time.monotonic() < deadline, f"{until} never reached {topic}: {ids}"
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                ids += [str(orjson.loads(r.value)["id"]) for r in records]
+    finally:
+        await consumer.stop()
+    return ids
+
+
+def _publish_qos1(address: tuple[str, int], topic: str, payload: bytes) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(*address)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+async def test_mqtt_message_unacknowledged_when_the_gateway_dies_is_delivered_after_restart(
+    mqtt_address: tuple[str, int], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topic = f"ioc/redelivery-{tag}/air"
+    log = tmp_path / "gateway.log"
+    with private_broker(tmp_path) as own:
+        env = {
+            "IOC_BOOTSTRAP_SERVERS": own.bootstrap_servers,
+            "IOC_INGEST_HTTP_PORT": str(_free_port()),
+            "IOC_MQTT_HOST": mqtt_address[0],
+            "IOC_MQTT_PORT": str(mqtt_address[1]),
+            "IOC_INGEST_MQTT_TOPIC": f"ioc/redelivery-{tag}/#",
+            "IOC_INGEST_MQTT_CLIENT_ID": f"ioc-ingest-redelivery-{tag}",  # persistent session
+        }
+        proc = await _spawn_gateway(env, log)
+        try:
+            # A first event goes through: the subscription is in place and acknowledged.
+            probe = air_event(f"PROBE-{tag}")
+            _publish_qos1(mqtt_address, topic, encode(probe))
+            assert str(probe["id"]) in await _ids_on(
+                own.bootstrap_servers, events_topic("air"), str(probe["id"])
+            )
+            # Kafka goes away; the next event reaches the gateway, which cannot publish it,
+            # so it holds back its PUBACK and retries... until it is killed.
+            broker.down(own)
+            held = air_event(f"HELD-{tag}")
+            _publish_qos1(mqtt_address, topic, encode(held))
+            deadline = time.monotonic() + 90  # aiokafka's request timeout is 40 s
+            while not _gateway_log_events(log, "publish_failed"):
+                assert time.monotonic() < deadline, _log_text(log)
+                await asyncio.sleep(0.2)  # polling interval of the condition above
+            proc.kill()
+            assert await proc.wait() == -signal.SIGKILL
+            # Kafka is back (empty: in-memory storage); the restarted gateway resumes its
+            # MQTT session and Mosquitto delivers the unacknowledged message again.
+            broker.up(own)
+            proc = await _spawn_gateway(env, log)
+            ids = await _ids_on(own.bootstrap_servers, events_topic("air"), str(held["id"]))
+            # ...and only that one: the probe was acknowledged, so it is not sent again.
+            assert ids == [str(held["id"])]
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()

@@ -104,13 +104,15 @@ def test_mosquitto_delivers_a_message(mqtt_address: tuple[str, int]) -> None:
         received.append(msg.payload)
         got.set()
 
+    subscribed = threading.Event()
     sub = mqtt.Client(CallbackAPIVersion.VERSION2)
     sub.on_message = on_message
+    sub.on_subscribe = lambda *_args: subscribed.set()
     sub.connect(host, port)
     sub.subscribe(topic, qos=1)
     sub.loop_start()
     try:
-        time.sleep(0.3)
+        assert subscribed.wait(5)  # the SUBACK: Mosquitto routes the topic to us now
         pub = mqtt.Client(CallbackAPIVersion.VERSION2)
         pub.connect(host, port)
         pub.loop_start()

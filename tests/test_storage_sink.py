@@ -4,6 +4,7 @@ KPI, alert sinks, dead letters, health and metrics) and a database outage mid-st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
@@ -421,12 +422,13 @@ async def test_rejected_rows_become_dead_letters_other_errors_pause(
     )
     settings = _settings(bootstrap_servers, database_url)
     raw = next(s for s in sink_specs(settings) if s.name == "raw")
+    registry = CollectorRegistry()
     sink = Sink(
         dataclasses.replace(raw, topics=(topic,)),
         bootstrap_servers=bootstrap_servers,
         database_url=database_url,
         producer=producer,
-        metrics=SinkMetrics.create(CollectorRegistry()),
+        metrics=SinkMetrics.create(registry),
         retry_initial_s=settings.sink_retry_initial_s,
         retry_max_s=settings.sink_retry_max_s,
     )
@@ -442,7 +444,12 @@ async def test_rejected_rows_become_dead_letters_other_errors_pause(
             return sink.health.paused_since is not None
 
         await _wait_for(paused, 30, "the sink to pause on refused writes")
-        await asyncio.sleep(2.0)  # a few retries while refused
+
+        async def retried() -> bool:  # a few retries while refused
+            errors = registry.get_sample_value("ioc_sink_db_errors_total", {"sink": "raw"})
+            return (errors or 0) >= 3
+
+        await _wait_for(retried, 30, "three refused retries")
         stored = "SELECT count(*) FROM events WHERE source = $1"
         assert await conn.fetchval(stored, source) == 0
         assert "writes refused" in (sink.health.last_error or "")
@@ -481,3 +488,140 @@ async def _all_dead_letters(bootstrap_servers: str) -> list[DeadLetter]:
     finally:
         await consumer.stop()
     return found
+
+
+async def _spawn_storage(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """`python -m storage` (the `storage` component of `ioc up`), once /health says 200."""
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "storage", env={**os.environ, **env}, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{env['IOC_STORAGE_HTTP_PORT']}/health"
+
+    async def healthy() -> bool:
+        assert proc.returncode is None, _read(log)
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await _wait_for(healthy, 60, "the storage process to be healthy")
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc
+
+
+def _read(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
+async def test_batch_in_flight_when_the_process_is_killed_is_replayed_and_lands_once(
+    bootstrap_servers: str, database_url: str, producer: AIOKafkaProducer, tmp_path: Path
+) -> None:
+    """The storage process is SIGKILLed while its raw batch waits inside its transaction
+    (a lock held by the test): nothing of it was stored or committed. The restarted
+    process replays it from the committed offsets and stores every event exactly once."""
+    settings = _settings(bootstrap_servers, database_url)
+    env = {
+        "IOC_BOOTSTRAP_SERVERS": bootstrap_servers,
+        "IOC_DATABASE_URL": database_url,
+        "IOC_RAW_GROUP_ID": settings.raw_group_id,
+        "IOC_KPI_GROUP_ID": settings.kpi_group_id,
+        "IOC_ALERTS_GROUP_ID": settings.alerts_group_id,
+        "IOC_STORAGE_HTTP_PORT": str(settings.storage_http_port),
+    }
+    log = tmp_path / "storage.log"
+    station = f"KILL-{uuid.uuid4().hex[:8]}"
+    source = f"/sensors/air/{station}"
+    total = 300
+    proc = await _spawn_storage(env, log)
+    conn = await asyncpg.connect(database_url)
+    stack = contextlib.AsyncExitStack()
+    try:
+        # Writes into `events` now wait for this lock: the sink's batch stays in flight.
+        locker = await asyncpg.connect(database_url)
+        stack.push_async_callback(locker.close)
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+        now = datetime.now(UTC)
+        last: dict[TopicPartition, int] = {}
+        for i in range(total):
+            md = await (
+                await producer.send(
+                    topics.events_topic("air"), air_event(station, i, now), key=station.encode()
+                )
+            )
+            tp = TopicPartition(md.topic, md.partition)
+            last[tp] = max(last.get(tp, -1), md.offset)
+        (tp, offset) = next(iter(last.items()))  # one key: one partition
+
+        async def sink_blocked() -> bool:
+            # A raw batch (ours, or older records before them: a fresh group starts at
+            # the earliest offset) waits for the lock inside its transaction; no raw batch
+            # can be stored, so no offset at or past ours can be committed.
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks "
+                    "WHERE relation = 'events'::regclass AND NOT granted"
+                )
+            )
+
+        await _wait_for(sink_blocked, 30, "the raw sink waiting on the lock")
+        writers = await conn.fetch(
+            "SELECT pid FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted"
+        )
+        proc.kill()
+        assert await proc.wait() == -9
+        await lock.rollback()
+
+        async def killed_backends_gone() -> bool:
+            return not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])",
+                [r["pid"] for r in writers],
+            )
+
+        await _wait_for(killed_backends_gone, 30, "the killed process's backends to end")
+        # Nothing of the batch in flight was stored, and its offsets were not committed.
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE source = $1", source) == 0
+        before = await _committed(bootstrap_servers, settings.raw_group_id, tp)
+        assert before is None or before <= offset
+
+        # The restarted process (same consumer groups) replays and stores them once.
+        proc = await _spawn_storage(env, log)
+
+        async def all_there() -> bool:
+            n = await conn.fetchval("SELECT count(*) FROM events WHERE source = $1", source)
+            return bool(n == total)
+
+        await _wait_for(all_there, 60, f"{total} events after the restart")
+
+        async def committed_to_end() -> bool:
+            return await _committed(bootstrap_servers, settings.raw_group_id, tp) == offset + 1
+
+        await _wait_for(committed_to_end, 30, "the offsets committed past our events")
+        # Still exactly once after the commit (no second write of the replayed batch).
+        counts = await conn.fetchrow(
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events WHERE source = $1",
+            source,
+        )
+        assert (counts["n"], counts["ids"]) == (total, total)
+        # The rows came from the restarted process's replay: its own counter holds them.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{settings.storage_http_port}/metrics") as resp,
+        ):
+            metrics = await resp.text()
+        rows = re.search(r'^ioc_sink_rows_total\{sink="raw"\} (\S+)$', metrics, re.MULTILINE)
+        assert rows is not None and float(rows.group(1)) >= total, metrics
+    finally:
+        await stack.aclose()
+        await conn.close()
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()

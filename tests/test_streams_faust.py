@@ -7,7 +7,6 @@ double count when a second worker joins mid-stream and one is SIGKILLed and rest
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,9 @@ from tests.test_streams_integration import (
     Workers,
     _create,
     _finals,
+    _free_port,
     _latest_kpis,
+    _metric,
     _produce,
     _wait_for,
     assert_known_finals,
@@ -75,7 +76,8 @@ async def test_faust_hosted_workers_exact_under_rebalance_and_sigkill(
 
     workers = Workers(_faust_env(t, bootstrap_servers, "fk"), tmp_path)
     workers_factory.append(workers)
-    proc = workers.start()
+    port = _free_port()
+    proc = workers.start(port)
     await workers.wait_assigned(0)
     slices = 4
     step = n // slices
@@ -87,10 +89,29 @@ async def test_faust_hosted_workers_exact_under_rebalance_and_sigkill(
             workers.start()
             await workers.wait_assigned(1)
         if k == 1:
-            await asyncio.sleep(3.0)  # past a few checkpoints, then a crash mid-stream
+            # Past a few checkpoints (its metrics say so), then a crash mid-stream.
+            async def checkpointed() -> bool | None:
+                events = await _metric(port, "ioc_streams_events_total")
+                checkpoints = await _metric(port, "ioc_streams_checkpoints_total")
+                return True if (events or 0) > 0 and (checkpoints or 0) >= 2 else None
+
+            await _wait_for(checkpointed, 60, "worker 0's checkpoints")
+            seen_by_1 = len(workers.log_events(1, "stage1.assigned"))
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
             proc = workers.start()
+
+            # Recovery ran: the killed worker's partitions were taken over with their
+            # checkpointed state (by the restarted worker or the surviving one).
+            async def restored(seen_by_1: int = seen_by_1) -> int | None:
+                after_kill = [
+                    *workers.log_events(1, "stage1.assigned")[seen_by_1:],
+                    *workers.log_events(2, "stage1.assigned"),
+                ]
+                total = sum(int(str(a.get("restored", 0))) for a in after_kill)
+                return total if total > 0 else None
+
+            await _wait_for(restored, 60, "the killed worker's state restored")
     await _produce(bootstrap_servers, t.air, [(p, air(T0 + 30 * MIN)) for p in range(PARTITIONS)])
 
     async def exact() -> dict[int, int] | None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -87,14 +88,17 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.group = env["IOC_STREAMS_GROUP_ID"]
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, http_port: int | None = None) -> subprocess.Popen[bytes]:
+        """Start worker ``len(procs)``; with ``http_port``, its health/metrics there."""
         # The child keeps its own descriptor of the log; ours is closed right away.
         name = f"{self.group}-{len(self.procs)}.log"
         with open(self.log_dir / name, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ioc", "streams", "worker", "--no-progress"],
                 cwd=ROOT,
-                env=self.env,
+                env=self.env
+                if http_port is None
+                else {**self.env, "IOC_STREAMS_HTTP_PORT": str(http_port)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -108,6 +112,18 @@ class Workers:
         while b"stage1.assigned" not in log.read_bytes():
             assert time.monotonic() < deadline, f"worker {index} never got partitions"
             await asyncio.sleep(0.5)
+
+    def log_events(self, index: int, event: str) -> list[dict[str, object]]:
+        """Worker ``index``'s JSON log lines whose event is ``event``."""
+        found: list[dict[str, object]] = []
+        for line in (self.log_dir / f"{self.group}-{index}.log").read_bytes().splitlines():
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and obj.get("event") == event:
+                found.append(obj)
+        return found
 
     def stop_all(self) -> None:
         for p in self.procs:
@@ -127,6 +143,28 @@ def workers_factory(tmp_path: Path) -> Iterator[list[Workers]]:
     yield made
     for w in made:
         w.stop_all()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _metric(port: int, name: str) -> float | None:
+    """A sample of the worker's /metrics, or None while it does not answer."""
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 async def _produce(bootstrap: str, topic: str, values: list[tuple[int, bytes]]) -> None:
@@ -293,7 +331,8 @@ async def test_exact_under_sigkill_and_same_with_two_workers(
     one = Workers(t.env(bootstrap_servers, "single"), tmp_path)
     two = Workers(t.env(bootstrap_servers, "pair"), tmp_path)
     workers_factory.extend([one, two])
-    proc = one.start()
+    port = _free_port()
+    proc = one.start(port)
     two.start()
     # The second worker joins once the first has partitions, so half of them move with
     # their state (checkpoint on revoke, restore from the state topic) mid-stream.
@@ -306,11 +345,28 @@ async def test_exact_under_sigkill_and_same_with_two_workers(
     for k in range(slices):
         await _produce(bootstrap_servers, t.air, values[k * step : (k + 1) * step])
         if k in (1, 3, 4):
-            await asyncio.sleep(3.0 + k * 0.5)
+            # Killed once this process has applied events and committed two snapshots
+            # (its state is durable, more of the slice may still be in flight).
+            async def checkpointed(port: int = port) -> bool | None:
+                events = await _metric(port, "ioc_streams_events_total")
+                checkpoints = await _metric(port, "ioc_streams_checkpoints_total")
+                return True if (events or 0) > 0 and (checkpoints or 0) >= 2 else None
+
+            await _wait_for(checkpointed, 60, f"worker {len(one.procs) - 1}'s checkpoints")
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
             kills += 1
-            proc = one.start()
+            port = _free_port()
+            proc = one.start(port)
+            index = len(one.procs) - 1
+
+            # Recovery ran: the restarted process restored its partitions' state.
+            async def restored(index: int = index) -> int | None:
+                assigned = one.log_events(index, "stage1.assigned")
+                total = sum(int(str(a.get("restored", 0))) for a in assigned)
+                return total if total > 0 else None
+
+            await _wait_for(restored, 60, f"worker {index} restoring its state")
     await _produce(bootstrap_servers, t.air, tail)
     assert kills == 3
 

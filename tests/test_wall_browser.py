@@ -111,6 +111,22 @@ async def wall(bootstrap_servers: str, database_url: str) -> AsyncIterator[WsApp
         yield app
 
 
+async def server_has_consumed(app: WsApp, records: list[KpiRecord], wait_s: float = 15) -> None:
+    """Until the newest window of every series of ``records`` is in the server's memory."""
+    newest: dict[tuple[str, str], datetime] = {}
+    for rec in records:
+        key = (rec.kpi, rec.scope)
+        newest[key] = max(newest.get(key, rec.window_start), rec.window_start)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while not all(
+        any(r.window_start == start for r in app.server.hub.memory_series(kpi, scope))
+        for (kpi, scope), start in newest.items()
+    ):
+        assert loop.time() < deadline, "the push server did not consume the history records"
+        await asyncio.sleep(0.05)  # polling interval of the condition above
+
+
 async def test_wall_fills_live_and_operator_acknowledges(
     wall: WsApp, bootstrap_servers: str, chromium_executable: str
 ) -> None:
@@ -131,10 +147,11 @@ async def test_wall_fills_live_and_operator_acknowledges(
             await page.clock.install()  # real time flows; lets the test jump ahead later
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            for rec in history_records():
+            history = history_records()
+            for rec in history:
                 await producer.send(topics.KPI, rec.to_json(), key=rec.scope.encode())
             await producer.flush()
-            await asyncio.sleep(0.5)  # the server has consumed them
+            await server_has_consumed(wall, history)
             await page.goto(wall.server.url + "?token=tr%E1%BB%B1c-ban")
             await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
             await expect(page.locator("#province")).to_have_text("Tỉnh Hải Dương")
@@ -238,7 +255,13 @@ async def test_wall_fills_live_and_operator_acknowledges(
             state = await page.evaluate("window.iocWall.state()")
             assert state["resumes"] == 3  # city, map and alerts subscriptions: all resumed
 
-            await page.wait_for_timeout(600)  # let the charts settle for the picture
+            # The picture once every finite CSS animation/transition has finished.
+            await page.wait_for_function(
+                """() => document.getAnimations().every(a =>
+                    a.playState !== "running" ||
+                    a.effect.getComputedTiming().iterations === Infinity)""",
+                polling=50,
+            )
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "wall.png"))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -28,6 +30,16 @@ from ws.session import (
 )
 
 T0 = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+PROTOCOL_DOC = Path(__file__).resolve().parent.parent / "docs" / "ws-protocol.md"
+
+
+def documented_error_codes() -> set[str]:
+    """The codes of the error table in docs/ws-protocol.md (the contract clients read)."""
+    text = PROTOCOL_DOC.read_text(encoding="utf-8")
+    table = text.split("| code | when |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
+
+
 TOKENS = {"v": "viewer:wall", "o": "operator:lan"}
 
 
@@ -98,7 +110,13 @@ def test_every_malformed_frame_has_a_documented_code(raw: str | bytes, code: str
     with pytest.raises(ProtocolError) as info:
         parse_client_message(raw, max_bytes=256)
     assert info.value.code == code
-    assert code in ERROR_CODES
+    assert code in documented_error_codes()
+
+
+def test_the_server_has_exactly_the_documented_error_codes() -> None:
+    documented = documented_error_codes()
+    assert len(documented) == 17  # the rows of the table, counted in the document
+    assert set(ERROR_CODES) == documented
 
 
 def test_subscribe_parses_filters_history_and_resume() -> None:

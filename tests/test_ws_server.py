@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,8 +21,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from events import topics
 from events.records import AlertCommand, AlertRecord, KpiRecord
+from ioc.services import broker
 from storage import migrate, writers
 from storage.rows import alert_row, kpi_row
+from tests.private_broker import free_port, private_broker
 from ws.app import WsApp
 from ws.protocol import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT
 from ws.settings import WsSettings
@@ -117,6 +120,22 @@ async def authed(app: WsApp, token: str = "view") -> ClientConnection:
     welcome = await recv(ws)
     assert welcome["type"] == "welcome", welcome
     return ws
+
+
+async def server_holds(app: WsApp, records: list[KpiRecord], wait: float = TIMEOUT) -> None:
+    """Until the server has consumed ``records`` (each is its series' latest in memory)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait
+
+    def held(rec: KpiRecord) -> bool:
+        return any(
+            (r.window_start, r.revision, r.value) == (rec.window_start, rec.revision, rec.value)
+            for r in app.server.hub.memory_series(rec.kpi, rec.scope)
+        )
+
+    while not all(held(r) for r in records):
+        assert loop.time() < end, "the push server did not consume the records"
+        await asyncio.sleep(0.02)  # polling interval of the condition above
 
 
 async def subscribe(ws: ClientConnection, **spec: Any) -> dict[str, Any]:
@@ -232,8 +251,9 @@ async def test_snapshot_from_database_and_stream_then_ordered_filtered_updates(
     finally:
         await conn.close()
     # The current window only on the stream (the sink lags).
-    await publish_kpis(producer, [kpi("air.aqi.vn", scope_a, 77)])
-    await asyncio.sleep(0.5)
+    current = kpi("air.aqi.vn", scope_a, 77)
+    await publish_kpis(producer, [current])
+    await server_holds(app, [current])
 
     ws = await authed(app)
     snap = await subscribe(
@@ -276,8 +296,9 @@ async def test_resume_without_gaps_and_resnapshot_when_too_old(
     await ws.close()
 
     # While the client is away: a new value for two of the three stations.
-    await publish_kpis(producer, [kpi("water.level.max", s, 2.0, revision=1) for s in scopes[:2]])
-    await asyncio.sleep(0.5)
+    newer = [kpi("water.level.max", s, 2.0, revision=1) for s in scopes[:2]]
+    await publish_kpis(producer, newer)
+    await server_holds(app, newer)
     ws = await authed(app)
     resumed = await subscribe(ws, **spec, resume={"epoch": epoch, "seq": last_seq})
     assert resumed["type"] == "resumed"
@@ -431,3 +452,81 @@ async def test_alert_snapshot_merges_database_and_stream(app: WsApp, database: s
             await writers.ALERTS.write(conn, [alert_row(cleared)])
     finally:
         await conn.close()
+
+
+async def test_snapshot_unavailable_when_the_database_is_unreachable_then_memory_snapshot(
+    bootstrap_servers: str, producer: AIOKafkaProducer
+) -> None:
+    # A database address where nothing listens: every snapshot read fails.
+    settings = WsSettings(
+        bootstrap_servers=bootstrap_servers,
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing",
+        ws_port=0,
+        ws_tick_s=0.05,
+        ws_tokens={"view": "viewer:wall"},
+    )
+    tag = uuid.uuid4().hex[:6].upper()
+    scope = f"district:{tag}"
+    async with WsApp(settings) as own:
+        ws = await authed(own)
+        # A first subscription shows when the server has the record in memory.
+        first = await subscribe(ws, sub="live", channel="kpi", scopes=[scope])
+        assert (first["type"], first["code"]) == ("error", "snapshot_unavailable")
+        assert "127.0.0.1" in first["detail"]  # psycopg's reason names the address
+        empty = await recv(ws)
+        assert (empty["type"], empty["items"], empty["history"]) == ("snapshot", [], [])
+        await publish_kpis(producer, [kpi("air.aqi.vn", scope, 88.0)])
+        await updates_until(ws, lambda fs: any(i["value"] == 88.0 for f in fs for i in f["items"]))
+        # A new subscription: the error frame first, then the snapshot from memory alone.
+        error = await subscribe(
+            ws,
+            sub="k",
+            channel="kpi",
+            scopes=[scope],
+            history=[{"kpi": "air.aqi.vn", "scope": scope}],
+        )
+        assert (error["type"], error["code"]) == ("error", "snapshot_unavailable")
+        snap = await recv(ws)
+        assert (snap["type"], snap["sub"]) == ("snapshot", "k")
+        assert [(i["kpi"], i["scope"], i["value"]) for i in snap["items"]] == [
+            ("air.aqi.vn", scope, 88.0)
+        ]
+        assert snap["history"] == []
+        # ...and live updates follow normally.
+        await publish_kpis(producer, [kpi("air.aqi.vn", scope, 89.0, revision=1)])
+        frames = await updates_until(
+            ws, lambda fs: any(i["value"] == 89.0 for f in fs for i in f["items"])
+        )
+        assert {f["channel"] for f in frames} == {"kpi"}
+        metrics = own.server.metrics.errors.labels("snapshot_unavailable")._value.get()
+        assert metrics == 2
+        await ws.close()
+
+
+async def test_command_failed_when_the_broker_cannot_take_the_command(tmp_path: Path) -> None:
+    with private_broker(tmp_path) as own_broker:
+        settings = WsSettings(
+            bootstrap_servers=own_broker.bootstrap_servers,
+            ws_port=0,
+            ws_tokens={"op": "operator:lan"},
+        )
+        async with WsApp(settings) as own:
+            operator = await authed(own, "op")
+            await operator.send('{"op":"ack","alert_id":"A-up","id":"c1"}')
+            accepted = await recv(operator)
+            assert (accepted["type"], accepted["id"]) == ("command_accepted", "c1")
+            broker.down(own_broker)  # the broker goes away; the server keeps running
+            await operator.send('{"op":"ack","alert_id":"A-down","id":"c2"}')
+            # aiokafka gives up on the unacknowledged send after its request timeout (40 s)
+            failed = await recv(operator, wait=120)
+            assert (failed["type"], failed["code"], failed["id"]) == (
+                "error",
+                "command_failed",
+                "c2",
+            )
+            # The connection stays open.
+            await operator.send('{"op":"ping","id":"p"}')
+            assert (await recv(operator))["type"] == "pong"
+            assert own.server.metrics.errors.labels("command_failed")._value.get() == 1
+            await operator.close()
+            broker.up(own_broker)  # back, so that the app's clients stop cleanly

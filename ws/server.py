@@ -354,6 +354,7 @@ class PushServer:
                 frame["items"] = await self._alert_snapshot(out)
         except Exception as exc:
             log.warning("snapshot_failed", error=str(exc))
+            self.metrics.errors.labels("snapshot_unavailable").inc()
             await self._send(ws, error_frame("snapshot_unavailable", str(exc)))
             if spec.channel == "kpi":
                 frame["items"] = [r.to_dict() for r in self.hub.memory_latest(out.sub)]

@@ -51,9 +51,11 @@ class OffsetTracker(Generic[P]):
         self.position[tp] = next_offset
 
     def restore(self, tp: P, next_offset: int) -> None:
-        """A state restored from durable storage reaches ``next_offset`` (its commit is
-        at most there): durable and committed as far as this process is concerned."""
-        self.position[tp] = self.durable[tp] = self.committed_at[tp] = next_offset
+        """A state restored from durable storage reaches ``next_offset``. The group's
+        commit is at most there (a crash may have come between the acknowledgement and
+        the commit), so the next round commits it again: harmless if it was."""
+        self.position[tp] = self.durable[tp] = next_offset
+        self.committed_at.pop(tp, None)
 
     def replayed(self, tp: P, offset: int) -> bool:
         """Whether the record at ``offset`` is already in the effects (a re-delivery after

@@ -171,9 +171,10 @@ def server_properties(settings: ServiceSettings) -> str:
         "min.insync.replicas": "1",
         # The first consumer group join happens at once instead of after 3 s.
         "group.initial.rebalance.delay.ms": "0",
-        # Topics come from `ioc topics` / the workers with their partitions and configs;
-        # a typo in a topic name must not create a 1-partition topic silently.
-        "auto.create.topics.enable": "false",
+        # Like Tansu (and unlike docker-compose.yml): the tests and benchmarks produce to
+        # topics of their own without creating them first. The contract topics and the
+        # workers' internal topics are always created explicitly, with their configs.
+        "auto.create.topics.enable": "true",
         "num.partitions": "1",
         # 2 cores shared with the whole demo: small thread pools.
         "num.network.threads": "2",
@@ -239,14 +240,16 @@ def prepare(settings: ServiceSettings, log: Log) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     (work / "log4j2.properties").write_text(LOG4J2)
     config = work / "server.properties"
-    wanted = server_properties(settings)
-    previous = config.read_text() if config.exists() else ""
+    config.write_text(server_properties(settings))
     # The controller's address is recorded in the metadata log when it is formatted
-    # (--standalone), so a log directory formatted for other listeners cannot start.
-    if previous != wanted and (data_dir(settings) / "meta.properties").exists():
-        log("listeners changed: reformatting the Kafka log directory (its records are lost)")
+    # (--standalone): a log directory formatted for another address cannot start.
+    controller = f"{settings.host}:{settings.effective_controller_port}\n"
+    formatted_for = work / "formatted-for"
+    if (data_dir(settings) / "meta.properties").exists() and (
+        not formatted_for.exists() or formatted_for.read_text() != controller
+    ):
+        log("controller address changed: reformatting the Kafka log directory (records lost)")
         shutil.rmtree(data_dir(settings))
-    config.write_text(wanted)
     if not (data_dir(settings) / "meta.properties").exists():
         log("formatting the Kafka log directory")
         _run(
@@ -266,6 +269,7 @@ def prepare(settings: ServiceSettings, log: Log) -> Path:
             "formatting the Kafka log directory",
             120,
         )
+        formatted_for.write_text(controller)
     return config
 
 

@@ -35,6 +35,7 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from events.brokers import producer_options
 from events.topics import DOMAINS
 from streams.aggregator import PartitionAggregator
 from streams.kpis import KpiIndex
@@ -400,7 +401,7 @@ class Worker:
         self.metrics = StreamsMetrics()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
-            acks="all",
+            **producer_options(settings.bootstrap_servers),
             linger_ms=5,
             max_batch_size=1024 * 1024,
             max_request_size=8 * 1024 * 1024,

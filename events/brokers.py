@@ -80,3 +80,15 @@ def producer_options(bootstrap_servers: str) -> dict[str, Any]:
     after a lost acknowledgement is written once, not twice.
     """
     return {"acks": "all", "enable_idempotence": idempotent_producers(bootstrap_servers)}
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Load the partitions of every topic into an aiokafka consumer's own metadata cache.
+
+    Needed before ``partitions_for_topic`` on a consumer that has not subscribed: its
+    bootstrap asks for the metadata of no topic, which Tansu answers with every topic and
+    Apache Kafka with none, and ``AIOKafkaConsumer.topics()`` fetches into a throwaway
+    copy. Without it ``partitions_for_topic`` is None on Apache Kafka.
+    """
+    # aiokafka has no public call for it; with no tracked topics this asks for all.
+    await consumer._client.force_metadata_update()

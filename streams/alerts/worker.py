@@ -33,7 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events import topics
-from events.brokers import producer_options
+from events.brokers import producer_options, refresh_metadata
 from events.errors import InvalidEventError
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.engine import AlertEngine
@@ -149,7 +149,7 @@ class AlertsWorker:
                 for p in sorted(reader.partitions_for_topic(topics.ALERTS) or ())
             ]
             if not parts:
-                await reader.topics()
+                await refresh_metadata(reader)
                 parts = [
                     TopicPartition(topics.ALERTS, p)
                     for p in sorted(reader.partitions_for_topic(topics.ALERTS) or ())
@@ -177,7 +177,7 @@ class AlertsWorker:
         producer: AIOKafkaProducer,
         restored: list[AlertRecord],
     ) -> None:
-        await consumer.topics()
+        await refresh_metadata(consumer)
         kpi_parts = [
             TopicPartition(topics.KPI, p)
             for p in sorted(consumer.partitions_for_topic(topics.KPI) or ())

@@ -15,6 +15,7 @@ The answer is cached per address for the life of the process: one metadata round
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import structlog
@@ -29,11 +30,23 @@ _CLUSTER_IDS: dict[str, str] = {}
 
 def cluster_id(bootstrap_servers: str, timeout_ms: int = 5000) -> str | None:
     """The broker's cluster id, or None if it cannot be reached (not remembered)."""
-    from kafka.admin import KafkaAdminClient
-
     known = _CLUSTER_IDS.get(bootstrap_servers)
     if known is not None:
         return known
+    # kafka-python logs its connection steps at INFO; in a component whose own logs are
+    # at INFO (and that otherwise uses aiokafka) that is a dozen lines of noise per probe.
+    kafka_logger = logging.getLogger("kafka")
+    level = kafka_logger.level
+    kafka_logger.setLevel(max(level, logging.WARNING))
+    try:
+        return _probe(bootstrap_servers, timeout_ms)
+    finally:
+        kafka_logger.setLevel(level)
+
+
+def _probe(bootstrap_servers: str, timeout_ms: int) -> str | None:
+    from kafka.admin import KafkaAdminClient
+
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap_servers.split(","),

@@ -68,12 +68,12 @@ def data_dir(settings: ServiceSettings) -> Path:
     return work_dir(settings) / "data"
 
 
-def _process(settings: ServiceSettings) -> ManagedProcess:
+def process(settings: ServiceSettings) -> ManagedProcess:
     return ManagedProcess(NAME, settings.state_dir)
 
 
 def running(settings: ServiceSettings) -> bool:
-    return _process(settings).pid() is not None
+    return process(settings).pid() is not None
 
 
 def java_installable() -> bool:
@@ -275,7 +275,7 @@ def prepare(settings: ServiceSettings, log: Log) -> Path:
 
 def up(settings: ServiceSettings, log: Log) -> bool:
     """Start Kafka unless ours already runs; True if started now (topics not included)."""
-    proc = _process(settings)
+    proc = process(settings)
     if proc.pid() is not None:
         return False
     ensure_port_free("broker", settings.host, settings.broker_port, "IOC_BROKER_PORT")
@@ -298,6 +298,7 @@ def up(settings: ServiceSettings, log: Log) -> bool:
         ],
         marker=MAIN_CLASS,
     )
+    (settings.state_dir / f"{NAME}.address").write_text(settings.bootstrap_servers + "\n")
     wait_until(
         lambda: port_open(settings.host, settings.broker_port),
         timeout=90,
@@ -309,4 +310,4 @@ def up(settings: ServiceSettings, log: Log) -> bool:
 
 def down(settings: ServiceSettings) -> bool:
     # A controlled shutdown flushes and closes the logs: a clean restart skips recovery.
-    return _process(settings).stop(timeout=60)
+    return process(settings).stop(timeout=60)

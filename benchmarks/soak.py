@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 
 from benchmarks.results import machine_note, record
-from ioc.services import apache_kafka, broker, timescale
+from ioc.services import apache_kafka, timescale
 from ioc.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,12 +95,15 @@ def sample(settings: ServiceSettings, demo_pid: int) -> dict[str, int]:
         pid = _pid_of(settings, name)
         if pid is not None and _rss_kb(pid):
             out[f"rss_{label}_kb"] = sum(_rss_kb(p) for p in _tree(pid, kids))
+    services = {_pid_of(settings, n) for n in ("kafka", "broker", "mosquitto", "timescaledb")}
     db = _pid_of(settings, "timescaledb")
     if db is not None:
         # Every postgres process, summed: shared buffers are counted once per process
         # that touched them, so this over-states the total; its growth is what matters.
         out["rss_timescaledb_kb"] = sum(_rss_kb(p) for p in _tree(db, kids))
     for pid in kids.get(demo_pid, ()):
+        if pid in services:  # started by `ioc up`, counted above
+            continue
         argv = _cmd(pid)
         words = [a for a in argv[1:] if a and not a.startswith("-")]
         name = "-".join(words[1:3]) if words[:1] == ["ioc"] else "-".join(words[:1])
@@ -134,7 +137,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--interval", type=float, default=60, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=10, help="minutes left out of the fit")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from the samples file"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        report(args, _read_samples(OUT_DIR / f"{args.broker}.jsonl"), load_at_start=None)
+        return
     load_at_start = os.getloadavg()[0]
     env = {**os.environ, "IOC_BROKER": args.broker}
     settings = ServiceSettings(broker=args.broker)
@@ -178,26 +187,47 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
+    report(args, series, load_at_start)
+
+
+def _read_samples(path: Path) -> dict[str, list[tuple[float, int]]]:
+    series: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        for key, value in row.items():
+            if key != "elapsed_s":
+                series[key].append((float(row["elapsed_s"]), int(value)))
+    return series
+
+
+def report(
+    args: argparse.Namespace,
+    series: dict[str, list[tuple[float, int]]],
+    load_at_start: float | None,
+) -> None:
+    """Growth per hour of every series into docs/reliability.md."""
     warm = args.warmup * 60
     rows = []
     for key in sorted(series):
+        if "/" in key:  # a service process listed as a child of `ioc up` by older samples
+            continue
         pts = [(t, v) for t, v in series[key] if t >= warm]
         first, last = series[key][0][1], series[key][-1][1]
         rows.append(
             f"| {key.removesuffix('_kb')} | {first / 1024:.0f} | {last / 1024:.0f} | "
             f"{slope_per_hour(pts):+.1f} |"
         )
-    status = broker.status(settings)
+    minutes = max(t for pts in series.values() for t, _ in pts) / 60
+    machine = machine_note(load_at_start) if load_at_start is not None else ""
     body = (
-        f"`ioc up` with `IOC_BROKER={args.broker}` ({status.version or args.broker}) for "
-        f"{args.minutes:.0f} min, sampled every {args.interval:.0f} s; growth is the "
-        f"least-squares slope after the first {args.warmup:.0f} min. "
-        f"{machine_note(load_at_start)}\n\n"
+        f"`ioc up` with `IOC_BROKER={args.broker}` for {minutes:.0f} min, sampled every "
+        f"{args.interval:.0f} s; growth is the least-squares slope after the first "
+        f"{args.warmup:.0f} min. {machine}\n\n"
         "| series | first (MB) | last (MB) | growth (MB/h) |\n|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\nSamples: `benchmarks/soak/{args.broker}.jsonl`."
     )
-    cmd = f".venv/bin/python -m benchmarks.soak --broker {args.broker} --minutes {args.minutes:g}"
+    cmd = f".venv/bin/python -m benchmarks.soak --broker {args.broker} --minutes {minutes:.0f}"
     record(f"soak-{args.broker}", cmd, body, {}, doc=DOC, header=_HEADER)
     console.print(f"recorded in {DOC.relative_to(ROOT)}")
 

@@ -111,7 +111,7 @@ def create_topics(
     Kafka the configs of existing contract topics are set back to these too.
     `ioc services up` does this for the local broker; use it for a production Kafka.
     """
-    from ioc.services.broker import create_contract_topics
+    from ioc.services.broker import all_topics, create_contract_topics
 
-    create_contract_topics(bootstrap_servers, timeout=60)
+    create_contract_topics(bootstrap_servers, timeout=60, specs=all_topics())
     console.print(f"contract topics present on {bootstrap_servers}")

@@ -124,8 +124,16 @@ def up(settings: ServiceSettings, log: Log | None = None) -> bool:
             what="serving metadata",
             proc=proc,
         )
-    create_contract_topics(settings.bootstrap_servers)
+    create_contract_topics(settings.bootstrap_servers, specs=all_topics())
     return started
+
+
+def all_topics() -> tuple[TopicSpec, ...]:
+    """The contract topics and the stream workers' internal ones (default names)."""
+    from streams.settings import StreamsSettings
+    from streams.state import internal_topics
+
+    return CONTRACT_TOPICS + internal_topics(StreamsSettings())
 
 
 def create_contract_topics(

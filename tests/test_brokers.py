@@ -45,14 +45,17 @@ def _admin(bootstrap_servers: str) -> KafkaAdminClient:
 def test_contract_topic_configs_are_read_back(bootstrap_servers: str) -> None:
     if is_tansu(bootstrap_servers):
         pytest.skip(KAFKA_ONLY)
+    specs = broker.all_topics()  # the contract topics and the workers' internal ones
     admin = _admin(bootstrap_servers)
     try:
-        configs = broker.read_topic_configs(admin, [t.name for t in CONTRACT_TOPICS])
+        configs = broker.read_topic_configs(admin, [t.name for t in specs])
     finally:
         admin.close()
-    for spec in CONTRACT_TOPICS:
+    for spec in specs:
         assert {k: configs[spec.name][k] for k in spec.configs()} == spec.configs(), spec.name
     assert configs[ALERTS]["cleanup.policy"] == "compact"
+    assert configs["ioc.streams.state"]["cleanup.policy"] == "compact"
+    assert configs["ioc.streams.partials"]["cleanup.policy"] == "delete"
     events = configs["ioc.events.traffic"]
     assert events["cleanup.policy"] == "delete"
     assert int(events["retention.ms"]) == 6 * 3_600_000

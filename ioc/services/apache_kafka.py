@@ -190,14 +190,31 @@ def server_properties(settings: ServiceSettings) -> str:
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
+# The broker logs a few lines per segment rolled, deleted or cleaned: over weeks that is
+# an unbounded file. INFO goes to a size-capped rolling file (3 x 10 MB) under the state
+# directory; the service log (``kafka.log``, whose tail `up` shows on a failed start)
+# gets warnings and errors only.
 LOG4J2 = """\
 status = warn
 appender.out.type = Console
 appender.out.name = OUT
 appender.out.layout.type = PatternLayout
 appender.out.layout.pattern = [%d] %p %m (%c)%n
+appender.file.type = RollingFile
+appender.file.name = FILE
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.filePattern = ${sys:kafka.logs.dir}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 10MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 2
 rootLogger.level = INFO
 rootLogger.appenderRef.out.ref = OUT
+rootLogger.appenderRef.out.level = WARN
+rootLogger.appenderRef.file.ref = FILE
 # The config dumps and per-partition state changes drown the rest.
 logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = WARN
@@ -221,6 +238,7 @@ def _java_options(settings: ServiceSettings) -> list[str]:
         "-XX:MaxDirectMemorySize=256m",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={work_dir(settings) / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={work_dir(settings) / 'logs'}",
     ]
 
 

@@ -11,6 +11,8 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -232,3 +234,32 @@ def test_one_broker_of_ours_at_a_time(tmp_path: Path) -> None:
             broker.up(kafka)
     finally:
         assert broker.down(settings) is True
+
+
+def test_cli_broker_option_says_which_broker_and_why(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "IOC_STATE_DIR": str(tmp_path),
+        "IOC_BROKER_PORT": str(_free_port()),
+        "IOC_BROKER": "kafka",  # the option wins over the variable
+    }
+    up = subprocess.run(
+        [sys.executable, "-m", "ioc", "services", "up", "broker", "--broker", "tansu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stderr.splitlines()[0] == "broker: Tansu (IOC_BROKER=tansu)"
+        assert (tmp_path / "broker.pid").exists() and not (tmp_path / "kafka.pid").exists()
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "ioc", "services", "down", "broker"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    assert down.returncode == 0 and "stopped: broker" in down.stderr, down.stderr

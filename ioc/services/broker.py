@@ -228,10 +228,10 @@ def _ours_here(settings: ServiceSettings, kind: str) -> bool:
 
 
 def down(settings: ServiceSettings) -> bool:
-    """Stop our broker: both kinds with IOC_BROKER=auto, only the one named otherwise (the
-    second test pass runs Tansu beside a kept Apache Kafka and must leave that one up)."""
-    tansu = settings.broker != "kafka" and _process(settings).stop()
-    kafka = settings.broker != "tansu" and apache_kafka.down(settings)
+    """Stop our broker at this address, whichever kind it is (a broker of ours on another
+    port, e.g. a kept Apache Kafka beside the second test pass's Tansu, is left alone)."""
+    tansu = _ours_here(settings, "tansu") and _process(settings).stop()
+    kafka = _ours_here(settings, "kafka") and apache_kafka.down(settings)
     return tansu or kafka
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+import kafka
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer
@@ -93,6 +94,44 @@ def test_a_new_topic_is_created_with_its_configs(bootstrap_servers: str) -> None
         admin.close()
     assert configs["cleanup.policy"] == "compact"
     assert configs["segment.ms"] == spec.configs()["segment.ms"]
+
+
+def test_retention_deletes_old_segments_on_apache_kafka(bootstrap_servers: str) -> None:
+    """What keeps a weeks-long demo on disk: closed segments past retention.bytes go."""
+    if is_tansu(bootstrap_servers):
+        pytest.skip("Tansu ignores retention: its memory grows instead (docs/reliability.md)")
+    from kafka import KafkaProducer
+
+    topic = f"test.retention.{uuid.uuid4().hex[:8]}"
+    mib = 1024 * 1024
+    limits = {"cleanup.policy": "delete", "segment.bytes": str(mib), "retention.bytes": str(mib)}
+    admin = _admin(bootstrap_servers)
+    try:
+        admin.create_topics(
+            {topic: {"num_partitions": 1, "replication_factor": 1, "configs": limits}}
+        )
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    for i in range(4096):  # 4 MiB: four segments of 1 MiB
+        producer.send(topic, i.to_bytes(4, "big") * 256, partition=0)
+    producer.flush(timeout=60)
+    producer.close()
+    tp = kafka.TopicPartition(topic, 0)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+    try:
+        deadline = time.monotonic() + 90  # the broker checks retention every 15 s
+        start = 0
+        while time.monotonic() < deadline:
+            start = consumer.beginning_offsets([tp])[tp]
+            if start > 0:
+                break
+            time.sleep(0.5)
+        end = consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+    assert end == 4096
+    assert 0 < start < end  # old segments deleted, the newest records kept
 
 
 @pytest.mark.broker_sensitive

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaProducer
 
-from benchmarks.results import machine_note, record
+from benchmarks.results import broker_label, machine_note, record
 from ioc.settings import ServiceSettings
 from simulators.injection import Record, to_record
 from simulators.runner import Progress, build_simulator, run
@@ -161,7 +161,7 @@ def main() -> None:
         for p, (a, sl, ok, how) in sustain.items()
     )
     body = f"""
-Same broker (Tansu 0.6, in-memory), same {N_RAW:,} simulated events ({avg_bytes:.0f} bytes
+Same broker ({broker_label(bootstrap)}), same {N_RAW:,} simulated events ({avg_bytes:.0f} bytes
 each on average, all ten domains, scenario cycle), measured in one run.
 {machine_note(load_at_start)}
 

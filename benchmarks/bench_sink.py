@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks.results import machine_note, record
+from benchmarks.results import broker_label, machine_note, record
 from events.envelope import encode, new_event
 from events.records import KpiRecord
 from ioc import services
@@ -275,6 +275,7 @@ async def main() -> None:
         timescale.drop_database(admin_url, name)
         if started and not os.environ.get("IOC_TEST_KEEP_SERVICES"):
             services.down(settings, tuple(started))
+    broker = broker_label(settings.bootstrap_servers)
     body = f"""
 Medians of {REPEATS} alternating rounds (bare: {_rates(bares)}; sink write path:
 {_rates(paths)}). {N:,} `vn.ioc.air.observed` CloudEvents (~270 bytes each), batches
@@ -297,7 +298,7 @@ fails that insert with a unique violation and takes the staged merge instead,
 `INSERT … ORDER BY time ON CONFLICT DO NOTHING` (its rate is measured separately).
 Batch k is written while batch k+1 is decoded in slices of {PREPARE_SLICE_ROWS} rows (a yield to
 the loop between slices keeps the write going), as in the sink. End to end: the
-same events on a 4-partition topic of the Tansu broker, consumed by the real `Sink`
+same events on a 4-partition topic of the {broker} broker, consumed by the real `Sink`
 (offsets committed after each DB commit), timed from the first to the last committed row.
 KPI upserts go into `kpi_windows` and `kpi_latest` in one transaction.
 

@@ -32,13 +32,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from benchmarks.results import machine_note, record
+from benchmarks.results import broker_label, machine_note, record
 from events.catalogue import EVENT_TYPES
 from events.envelope import encode, new_event
 from events.records import KpiRecord
@@ -349,14 +349,18 @@ async def _latencies(
     }
 
 
-async def main(n: int, faust_n: int) -> None:
+async def main(n: int, faust_n: int, broker: Literal["auto", "kafka", "tansu"]) -> None:
     load_at_start = os.getloadavg()[0]
     from ioc import services
     from ioc.settings import ServiceSettings
 
-    settings = ServiceSettings()
+    settings = ServiceSettings(broker=broker)
     services.up(settings, ("broker",))
     bootstrap = settings.bootstrap_servers
+    label = broker_label(bootstrap)
+    # Side by side: the Tansu run keeps the historical section and figure names, the
+    # Apache Kafka run writes its own ("streams-kafka", figures ending in _kafka).
+    suffix = "" if label == "Tansu" else "_kafka"
     tag = uuid.uuid4().hex[:8]
     prefix = f"bench.{tag}.events."
     topic = prefix + "air"
@@ -392,9 +396,10 @@ async def main(n: int, faust_n: int) -> None:
     port = os.environ.get("IOC_BROKER_PORT")  # the exact command, as it was run
     cmd = f"IOC_BROKER_PORT={port} " if port else ""
     cmd += f".venv/bin/python -m benchmarks.bench_streams --events {n} --faust-events {faust_n}"
+    cmd += f" --broker {'tansu' if label == 'Tansu' else 'kafka'}"
     body = f"""
 Same {n:,} pre-produced single-event records (`vn.ioc.air.observed`, {PARTITIONS} partitions,
-20 stations in 5 districts, 50 min of event time), Tansu broker on the same machine.
+20 stations in 5 districts, 50 min of event time), {label} broker on the same machine.
 {machine_note(load_at_start)}
 
 | consumer | events/s |
@@ -415,21 +420,18 @@ Latency with the worker caught up (5 rounds):
 - live value: event produced -> first live record including it: p95 {ours["live_p95_ms"]:.0f} ms
   over {int(ours["live_samples"])} events (target < 1500 ms; live values are throttled to 1/s per window).
 """  # noqa: E501
-    record(
-        "streams",
-        cmd,
-        body,
-        {
-            "streams_events_per_s": round(ours["events_per_s"]),
-            "raw_aiokafka_events_per_s": round(raw),
-            "naive_faust_events_per_s": round(naive),
-            "streams_vs_raw_ratio": round(ours["events_per_s"] / raw, 3),
-            "streams_vs_naive_faust_ratio": round(ours["events_per_s"] / naive, 2) if naive else 0,
-            "streams_final_latency_ms": round(ours["final_latency_ms"]),
-            "streams_live_p95_ms": round(ours["live_p95_ms"]),
-            "faust_hosted_events_per_s": round(hosted),
-        },
-    )
+    figures = {
+        "streams_events_per_s": round(ours["events_per_s"]),
+        "raw_aiokafka_events_per_s": round(raw),
+        "naive_faust_events_per_s": round(naive),
+        "streams_vs_raw_ratio": round(ours["events_per_s"] / raw, 3),
+        "streams_vs_naive_faust_ratio": round(ours["events_per_s"] / naive, 2) if naive else 0,
+        "streams_final_latency_ms": round(ours["final_latency_ms"]),
+        "streams_live_p95_ms": round(ours["live_p95_ms"]),
+        "faust_hosted_events_per_s": round(hosted),
+    }
+    section = "streams" if label == "Tansu" else "streams-kafka"
+    record(section, cmd, body, {f"{k}{suffix}": v for k, v in figures.items()})
     print("recorded in docs/benchmarks.md", flush=True)
 
 
@@ -440,5 +442,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--faust-events", type=int, default=30_000)
+    parser.add_argument(
+        "--broker", choices=["auto", "kafka", "tansu"], default="auto", help="same as IOC_BROKER"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.faust_events))
+    asyncio.run(main(args.events, args.faust_events, args.broker))

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks.results import machine_note, record
+from benchmarks.results import broker_label, machine_note, record
 from events import topics
 from events.geography import DISTRICTS
 from events.kpis import KPI_CATALOGUE
@@ -204,10 +204,11 @@ async def main(args: argparse.Namespace) -> None:
         server.terminate()
         await server.wait()
     p95 = load.p(0.95)
+    broker = broker_label(settings.bootstrap_servers)
     body = f"""
 {args.clients} websocket clients (one process, asyncio) against one `ioc ws serve` process;
 each client subscribes to all KPIs of one of the {len(DISTRICTS)} districts; a producer
-publishes {UPDATES_PER_S} KPI records/s per district to `ioc.kpi` on the Tansu broker, so each
+publishes {UPDATES_PER_S} KPI records/s per district to `ioc.kpi` on the {broker} broker, so each
 client should receive ~{UPDATES_PER_S} updates/s. Lag = client receive time − the record's
 `computed_at` (set just before the produce), so it includes the broker hop. Warm-up 3 s,
 then {args.seconds:.0f} s measured. Baseline in the same run: 10 clients, 8 s.

@@ -37,9 +37,24 @@ def machine_note(load_at_start: float) -> str:
     )
 
 
-def record(name: str, command: str, body: str, figures: Mapping[str, float | int]) -> None:
-    """Replace section ``name`` and update ``figures`` in docs/benchmarks.md."""
-    text = DOC.read_text() if DOC.exists() else _HEADER
+def broker_label(bootstrap_servers: str) -> str:
+    """Which broker a benchmark ran on, for its section ("Apache Kafka" or "Tansu")."""
+    from events.brokers import is_tansu
+
+    return "Tansu" if is_tansu(bootstrap_servers) else "Apache Kafka"
+
+
+def record(
+    name: str,
+    command: str,
+    body: str,
+    figures: Mapping[str, float | int],
+    *,
+    doc: Path = DOC,
+    header: str = _HEADER,
+) -> None:
+    """Replace section ``name`` and update ``figures`` in ``doc`` (docs/benchmarks.md)."""
+    text = doc.read_text() if doc.exists() else header
     head, _, tail = text.partition(_FIGURES_START)
     existing: dict[str, str] = {}
     for line in tail.splitlines():
@@ -61,5 +76,5 @@ def record(name: str, command: str, body: str, figures: Mapping[str, float | int
     head = head.rstrip() + "\n\n"
     head = pattern.sub(lambda _m: section, head) if pattern.search(head) else head + section + "\n"
     figures_block = "\n".join(f"{k}: {v}" for k, v in sorted(existing.items()))
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(f"{head.rstrip()}\n\n{_FIGURES_START}\n{figures_block}\n")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(f"{head.rstrip()}\n\n{_FIGURES_START}\n{figures_block}\n")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
+from events.brokers import producer_options
 from events.records import DeadLetter
 from events.topics import DEADLETTER
 from ingest.gateway import KafkaRecord
@@ -20,7 +21,7 @@ class KafkaPublisher:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
-            acks="all",
+            **producer_options(bootstrap_servers),
             linger_ms=5,
             max_request_size=2 * 1024 * 1024,
         )

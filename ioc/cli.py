@@ -19,7 +19,6 @@ from ioc.commands import simulate as simulate_cmd
 from ioc.commands import streams as streams_cmd
 from ioc.commands import ws as ws_cmd
 from ioc.components import demo_components, wall_display_url
-from ioc.settings import ServiceSettings
 from ioc.supervisor import Supervisor
 
 app = typer.Typer(
@@ -46,9 +45,12 @@ def up(
     keep_services: bool = typer.Option(
         False, help="leave the services running after Ctrl-C (default: stop those we started)"
     ),
+    broker: services_cmd.Broker | None = services_cmd.BROKER_OPTION,
 ) -> None:
     """Run the whole demo: services, then every component, until Ctrl-C."""
-    settings = ServiceSettings()
+    settings = services_cmd.settings_for(broker)
+    # Which broker and why, in one line (Apache Kafka needs Java; Tansu needs nothing).
+    console.print(services_cmd.describe_choice(settings))
     with console.status("starting services…") as spinner:
         started = services.up(settings, log=lambda msg: spinner.update(msg))
     services_cmd.show_status(settings)

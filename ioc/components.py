@@ -6,6 +6,8 @@ addresses through their environment, never through globals.
 
 from __future__ import annotations
 
+import os
+
 from ioc.settings import ServiceSettings
 from ioc.supervisor import Component, python_module
 
@@ -45,7 +47,8 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
         Component(
             "simulator",
             python_module("simulators", "--rate", "200", "--scenario", "cycle", "--no-live"),
-            {"IOC_SIM_METRICS_PORT": "8093", **env},
+            # (an IOC_SIM_METRICS_PORT of the caller wins: two demos side by side)
+            {"IOC_SIM_METRICS_PORT": os.environ.get("IOC_SIM_METRICS_PORT", "8093"), **env},
         )
     )
     return components

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from events import topics
+from events.brokers import producer_options
 from events.errors import ServiceError
 from storage import rows, writers
 from storage.metrics import SinkMetrics
@@ -144,7 +145,10 @@ async def run_storage(settings: StorageSettings, stop: asyncio.Event) -> None:
     await migrate_when_reachable(settings.database_url, stop)
     registry = CollectorRegistry()
     metrics = SinkMetrics.create(registry)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        **producer_options(settings.bootstrap_servers),
+    )
     await producer.start()
     # Before the sinks: alerts the database holds open but the alert topic forgot
     # (a restarted in-memory broker) are cleared, so the wall does not keep them for ever.

@@ -19,8 +19,25 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from events.brokers import refresh_metadata
 from events.errors import ServiceError
+from events.topics import TopicSpec
 from streams.settings import StreamsSettings
+
+
+def internal_topics(settings: StreamsSettings) -> tuple[TopicSpec, ...]:
+    """The workers' own topics, with configs that bound them on Apache Kafka.
+
+    The snapshots are large and frequent (tens of MB a minute at the demo rate): the state
+    topic is compacted and rolls its segments every 16 MiB or hour (``TopicSpec``), so
+    the cleaner keeps it to about the newest snapshot per key; partials are a stream with
+    the streams' retention. ``ioc services up`` / ``ioc topics`` also set these configs
+    back on existing topics.
+    """
+    return (
+        TopicSpec(settings.partials_topic, settings.partials_partitions),
+        TopicSpec(settings.state_topic, 1, compacted=True),
+    )
 
 
 async def ensure_topics(settings: StreamsSettings) -> None:
@@ -30,8 +47,8 @@ async def ensure_topics(settings: StreamsSettings) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(settings.partials_topic, settings.partials_partitions, 1),
-            NewTopic(settings.state_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(t.name, t.partitions, 1, topic_configs=t.configs())
+            for t in internal_topics(settings)
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
@@ -91,7 +108,9 @@ async def read_whole_topic(
     try:
         parts = reader.partitions_for_topic(topic)
         if not parts:
-            await reader.topics()  # a fresh client may not have the topic's metadata yet
+            # A fresh client may not have the topic's metadata yet (Apache Kafka answers the
+            # first request with no topics, Tansu with all of them).
+            await refresh_metadata(reader)
             parts = reader.partitions_for_topic(topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
         if tps:

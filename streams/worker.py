@@ -35,6 +35,7 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from events.brokers import producer_options
 from events.errors import describe_exception
 from events.records import DeadLetter
 from events.topics import DOMAINS
@@ -413,7 +414,7 @@ class Worker:
         self.metrics = StreamsMetrics()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
-            acks="all",
+            **producer_options(settings.bootstrap_servers),
             linger_ms=5,
             max_batch_size=1024 * 1024,
             max_request_size=8 * 1024 * 1024,

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from events import topics
+from events.brokers import refresh_metadata
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.worker import AlertsSettings, AlertsWorker
 
@@ -34,7 +35,7 @@ class Tail:
     async def open(cls, servers: str, topic: str) -> Tail:
         consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
         await consumer.start()
-        await consumer.topics()
+        await refresh_metadata(consumer)
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(parts)
         await consumer.seek_to_end(*parts)
@@ -327,6 +328,7 @@ def log_events(log: Path, event: str) -> list[dict[str, object]]:
     return found
 
 
+@pytest.mark.broker_sensitive
 async def test_worker_recovers_after_sigkill(
     bootstrap_servers: str, producer: AIOKafkaProducer, tmp_path: Path
 ) -> None:

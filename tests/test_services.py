@@ -157,7 +157,8 @@ def test_a_port_held_by_someone_else_is_a_clear_error(tmp_path: Path) -> None:
 def test_down_stops_exactly_what_up_started(tmp_path: Path) -> None:
     settings = ServiceSettings(broker_port=_free_port(), state_dir=tmp_path)
     assert broker.up(settings) is True
-    pid = int((tmp_path / "broker.pid").read_text().split()[0])
+    pid_file = "kafka.pid" if broker.choose(settings)[0] == "kafka" else "broker.pid"
+    pid = int((tmp_path / pid_file).read_text().split()[0])
     assert broker.up(settings) is False  # reused, not started twice
     assert services.down(settings, ("broker",)) == ["broker"]
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()

@@ -30,7 +30,7 @@ from tests.test_streams_integration import (
     known_air_events,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_sensitive]
 
 
 @pytest.fixture

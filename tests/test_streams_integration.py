@@ -313,6 +313,7 @@ async def test_events_give_exact_kpis_and_bad_records_become_dead_letters(
     assert f'ioc_streams_watermark_ms{{source="{t.air}:0"}}' in metrics
 
 
+@pytest.mark.broker_sensitive
 async def test_exact_under_sigkill_and_same_with_two_workers(
     bootstrap_servers: str, workers_factory: list[Workers], tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from events.errors import ServiceError
 from streams.state import read_to_end
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_sensitive]
 
 ROOT = Path(__file__).resolve().parent.parent
 

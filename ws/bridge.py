@@ -15,6 +15,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from events import topics
+from events.brokers import producer_options
 from events.errors import InvalidEventError
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from ws.server import PushServer
@@ -32,8 +33,9 @@ class KafkaBridge:
 
     async def start(self) -> None:
         s = self._server.settings
+        options = await asyncio.to_thread(producer_options, self._bootstrap)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, acks="all", linger_ms=0, client_id="ioc-ws"
+            bootstrap_servers=self._bootstrap, **options, linger_ms=0, client_id="ioc-ws"
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import asdict
 
@@ -11,10 +12,33 @@ from rich.console import Console
 from rich.table import Table
 
 from ioc import services
+from ioc.services.broker import describe_choice as describe_choice
 from ioc.settings import ServiceSettings
 
-app = typer.Typer(help="Local broker (Tansu), TimescaleDB and Mosquitto.", no_args_is_help=True)
+app = typer.Typer(
+    help="Local broker (Apache Kafka or Tansu), TimescaleDB and Mosquitto.", no_args_is_help=True
+)
 console = Console(stderr=True)
+
+
+class Broker(enum.StrEnum):
+    auto = "auto"
+    kafka = "kafka"
+    tansu = "tansu"
+
+
+BROKER_OPTION = typer.Option(
+    None,
+    "--broker",
+    help="auto (default; Apache Kafka when Java is present or installable, else Tansu), "
+    "kafka or tansu; same as IOC_BROKER",
+    show_default=False,
+)
+
+
+def settings_for(broker: Broker | None) -> ServiceSettings:
+    """The service settings, with ``--broker`` (when given) over ``IOC_BROKER``."""
+    return ServiceSettings(broker=broker.value) if broker else ServiceSettings()
 
 
 def _only(names: list[str] | None) -> tuple[str, ...]:
@@ -29,10 +53,13 @@ def _only(names: list[str] | None) -> tuple[str, ...]:
 @app.command()
 def up(
     names: list[str] | None = typer.Argument(None, help="broker, timescaledb, mosquitto"),
+    broker: Broker | None = BROKER_OPTION,
 ) -> None:
     """Start the services (idempotent: running ones are reused)."""
-    settings = ServiceSettings()
+    settings = settings_for(broker)
     begin = time.monotonic()
+    if "broker" in _only(names):
+        console.print(describe_choice(settings))
     with console.status("starting services…") as spinner:
         services.up(settings, _only(names), log=lambda msg: spinner.update(msg))
     console.print(f"services up in {time.monotonic() - begin:.1f}s")
@@ -78,11 +105,13 @@ def create_topics(
         "127.0.0.1:9092", envvar="IOC_BOOTSTRAP_SERVERS", help="any Kafka-compatible broker"
     ),
 ) -> None:
-    """Create the contract topics with their partition counts (idempotent).
+    """Create the contract topics with their partitions and configs (idempotent).
 
+    Configs: cleanup policy (compaction for the alert state) and retention. On Apache
+    Kafka the configs of existing contract topics are set back to these too.
     `ioc services up` does this for the local broker; use it for a production Kafka.
     """
-    from ioc.services.broker import create_contract_topics
+    from ioc.services.broker import all_topics, create_contract_topics
 
-    create_contract_topics(bootstrap_servers, timeout=60)
+    create_contract_topics(bootstrap_servers, timeout=60, specs=all_topics())
     console.print(f"contract topics present on {bootstrap_servers}")

@@ -1,4 +1,4 @@
-"""Local services managed by the project: broker (Tansu), TimescaleDB, Mosquitto.
+"""Local services managed by the project: broker (Apache Kafka or Tansu), TimescaleDB, Mosquitto.
 
 ``up`` is idempotent (a running service of ours is reused), ``down`` stops only the
 processes that ``up`` started (by pid file), ``status`` reports health and versions.
@@ -30,7 +30,7 @@ def up(
     for name in only:
         say(f"{name}: starting")
         if name == "broker":
-            now = broker.up(settings)
+            now = broker.up(settings, log=lambda msg: say(f"broker: {msg}"))
         elif name == "timescaledb":
             now = timescale.up(settings, log=lambda msg: say(f"timescaledb: {msg}"))
         elif name == "mosquitto":

@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events import topics
+from events.brokers import producer_options, refresh_metadata
 from events.errors import InvalidEventError, describe_exception
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.engine import AlertEngine
@@ -112,7 +113,9 @@ class AlertsWorker:
     async def run(self, stop: asyncio.Event) -> None:
         runner = await self._serve_http()
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers, acks="all", linger_ms=5
+            bootstrap_servers=self.settings.bootstrap_servers,
+            **producer_options(self.settings.bootstrap_servers),
+            linger_ms=5,
         )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
@@ -157,7 +160,7 @@ class AlertsWorker:
         producer: AIOKafkaProducer,
         restored: list[AlertRecord],
     ) -> None:
-        await consumer.topics()
+        await refresh_metadata(consumer)
         kpi_parts = [
             TopicPartition(topics.KPI, p)
             for p in sorted(consumer.partitions_for_topic(topics.KPI) or ())

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiokafka import TopicPartition
 
 from tests.streams_helpers import T0, air
@@ -42,6 +43,7 @@ async def _metric(port: int, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+@pytest.mark.broker_sensitive
 async def test_re_sent_events_count_once_also_after_a_sigkill(
     bootstrap_servers: str,
     workers_factory: list[Workers],  # noqa: F811

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
+from events.brokers import refresh_metadata
 from events.envelope import decode, encode, new_event
 from events.errors import InvalidEventError
 from events.records import DeadLetter
@@ -125,8 +126,9 @@ async def _wait_mqtt_subscribed(settings: IngestSettings) -> None:
     await consumer.start()
     try:
         topic = events_topic("air")
-        await consumer.topics()
+        await refresh_metadata(consumer)  # Apache Kafka sends no topic's metadata unasked
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert parts, f"{topic} has no partitions"
         consumer.assign(parts)
         await consumer.seek_to_end(*parts)
         for tp in parts:  # resolve the positions before the first probe

@@ -1,4 +1,4 @@
-"""A broker of one test's own (Tansu, started with the same code as `ioc services up`), on
+"""A broker of one test's own (always Tansu, started with the same code as `ioc services up`), on
 a free port, that the test may stop and start again: for what happens when Kafka goes away.
 The session broker of the other tests is never touched."""
 
@@ -27,6 +27,9 @@ def private_broker(state_dir: Path) -> Iterator[ServiceSettings]:
     its storage is in memory) on the same port."""
     settings = ServiceSettings(
         host="127.0.0.1",
+        # Always Tansu: what is tested is our side when the broker goes away; Tansu starts
+        # in milliseconds and a stopped one refuses connections at once.
+        broker="tansu",
         broker_port=free_port(),
         state_dir=state_dir / f"broker-{uuid.uuid4().hex[:8]}",
     )

@@ -346,12 +346,13 @@ async def test_exact_under_sigkill_and_same_with_two_workers(
     for k in range(slices):
         await _produce(bootstrap_servers, t.air, values[k * step : (k + 1) * step])
         if k in (1, 3, 4):
-            # Killed once this process has applied events and committed two snapshots
-            # (its state is durable, more of the slice may still be in flight).
+            # Killed once this process has applied events and committed a snapshot (its
+            # state is durable; more of the slice may still be in flight). One: a broker
+            # that hands over the whole slice in one fetch gives one checkpoint for it.
             async def checkpointed(port: int = port) -> bool | None:
                 events = await _metric(port, "ioc_streams_events_total")
                 checkpoints = await _metric(port, "ioc_streams_checkpoints_total")
-                return True if (events or 0) > 0 and (checkpoints or 0) >= 2 else None
+                return True if (events or 0) > 0 and (checkpoints or 0) >= 1 else None
 
             await _wait_for(checkpointed, 60, f"worker {len(one.procs) - 1}'s checkpoints")
             proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,106 @@
+"""docs/reliability.md: the fault table of one `ioc chaos` run and how to read it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from chaos.run import Config, Row
+
+HEADER = "| fault | injected | events | lost | duplicated | recovery_s |"
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [HEADER, "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        v = r.verdict
+        lines.append(
+            f"| {r.fault} | {r.injected} | {v.events:,} | {v.lost} | {v.duplicated} "
+            f"| {r.recovery} |"
+        )
+    return "\n".join(lines)
+
+
+def details(rows: Sequence[Row]) -> str:
+    lines = [
+        "| fault | copies acknowledged (kafka / http / mqtt) | duplicates sent "
+        "| out of order | too late: sent / dead-lettered `too_late` | misplaced "
+        "| recovery ran |",
+        "|---|---|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        v = r.verdict
+        ways = " / ".join(f"{r.by_way.get(w, 0):,}" for w in ("kafka", "http", "mqtt"))
+        evidence = "; ".join(r.evidence) or "-"
+        ran = ("yes: " if r.recovered else "**NO**: ") + evidence
+        lines.append(
+            f"| {r.fault} | {v.copies:,} ({ways}) | {r.duplicates} | {r.out_of_order} "
+            f"| {v.too_late_sent} / {v.too_late_dead_lettered} | {v.misplaced} | {ran} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(rows: Sequence[Row], cfg: Config, command: str, elapsed_s: float) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    ok = all(r.verdict.ok and r.recovered for r in rows)
+    return f"""# Reliability: the pipeline under faults (`ioc chaos`)
+
+Written by `{command}` ({when}, {elapsed_s:.0f} s, stream engine `{cfg.engine}`,
+allowed lateness {cfg.allowed_lateness_s:.0f} s, late grace {cfg.late_grace_s:.0f} s,
+idle timeout {cfg.idle_timeout_s:.0f} s). Result: **{"all rows exact" if ok else "MISMATCHES"}**.
+
+{table(rows)}
+
+- **events**: distinct events that a way in acknowledged (Kafka producer ack with
+  `acks=all`, HTTP `202`, MQTT QoS 1 `PUBACK`), through all three ways in, each with a
+  unique id, on stations unique to the run and the row.
+- **lost**: acknowledged but missing — from its final 1-min `air.pm25.avg` window of
+  `station:<id>` (the window count is below the number of distinct acknowledged on-time
+  events in it), from the raw `events` table, or (a too-late event) from `ioc.deadletter`
+  with reason `too_late`.
+- **duplicated**: counted more than once — a final window count above the number of
+  distinct events *sent* into it (a send whose answer was lost may still arrive once), or
+  a raw row stored twice.
+- **recovery_s**: from the fault to the component working again, as its own log says
+  (stream worker: `stage1.assigned` with its state restored; storage: its sinks started;
+  database: the sink's `database back; resumed`, from the database's start); the median
+  and the maximum when a fault is injected several times.
+
+## Details
+
+{details(rows)}
+
+- **misplaced**: an event counted where it does not belong: a too-late event in a window,
+  an on-time event dead-lettered, a raw row or a window that no sent event explains. It is
+  0 in an exact run.
+- Too-late events are counted in no window, are dead-lettered `too_late` by the stream
+  worker and are still stored in the raw `events` table: that table archives every valid
+  event that was accepted, whatever its lateness (docs/storage.md).
+
+## How the run works
+
+1. The services (broker, TimescaleDB, Mosquitto) are started if they are not running
+   (`IOC_BROKER_PORT`, `IOC_DB_PORT`, `IOC_MQTT_PORT`, `IOC_STATE_DIR` as for
+   `ioc services up`), then the ingest gateway (HTTP + MQTT), the stream worker and storage
+   as child processes with consumer groups and internal topics of their own (`chaos-*`), so
+   a broker that holds earlier runs does not disturb this one. The harness restarts a
+   component at once after a fault kills it, as `ioc up`'s supervisor does.
+2. Each row sends events for its own stations at a fixed rate, each through a way in
+   chosen at random; all along 5 % are sent a second time (the same bytes, through any
+   way in), 5 % carry a time up to half the allowed lateness back (out of order) and 1 %
+   are 15 minutes old, of a station whose on-time events were already acknowledged, so
+   they are behind their partition's watermark by more than the grace (too late). A
+   client retries a send until it is acknowledged; every try is a copy.
+3. Meanwhile the row's fault runs at random points of the row (seeded).
+4. One current event per partition of `ioc.events.air` every second, from a source of
+   its own, keeps every partition's watermark at the clock, so the last windows become
+   final about *allowed lateness* after their end.
+5. The harness tails `ioc.kpi` and `ioc.deadletter` and queries the raw `events` table
+   until every acknowledged window is final, every acknowledged event has its row and
+   every too-late one its dead letter, or the deadline passes; then it compares.
+
+`ioc chaos --short` is the CI version (a few faults, under 3 minutes): it shortens the
+allowed lateness and grace to 20 s (`IOC_STREAMS_ALLOWED_LATENESS_S`,
+`IOC_STREAMS_LATE_GRACE_S`) so windows become final within a minute instead of three;
+the too-late events (15 minutes old) are too late either way.
+"""

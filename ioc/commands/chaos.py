@@ -1,0 +1,107 @@
+"""`ioc chaos`: the pipeline under faults against a ledger; writes docs/reliability.md."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ioc.logs import configure_logging
+from ioc.settings import ServiceSettings
+
+console = Console(stderr=True)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def plan(short: bool, engine: str) -> object:
+    """The rows of a run: the CI version (``short``) or the full one."""
+    from chaos.faults import Fault, KillStorage, KillStreams, StopDatabase
+    from chaos.run import Config, Scenario
+
+    if short:
+        return Config(
+            scenarios=[
+                Scenario(Fault(), duration_s=15, rate=40, stations=6),
+                Scenario(KillStreams(times=3, engine=engine), duration_s=30, rate=40, stations=6),
+                Scenario(KillStorage(times=1), duration_s=15, rate=40, stations=6),
+            ],
+            allowed_lateness_s=20,
+            late_grace_s=20,
+            idle_timeout_s=5,
+            engine=engine,
+            settle_timeout_s=120,
+        )
+    return Config(
+        scenarios=[
+            Scenario(Fault(), duration_s=60, rate=60),
+            Scenario(KillStreams(times=10, engine=engine), duration_s=150, rate=60),
+            Scenario(KillStorage(times=3), duration_s=60, rate=60),
+            Scenario(StopDatabase(down_s=30), duration_s=75, rate=60),
+        ],
+        engine=engine,
+    )
+
+
+def chaos(
+    short: bool = typer.Option(False, help="the CI version: a few faults, under 3 minutes"),
+    engine: str = typer.Option("aiokafka", help="stream worker engine: aiokafka or faust"),
+    output: Path = typer.Option(
+        ROOT / "docs" / "reliability.md", help="where the Markdown report goes"
+    ),
+    log_dir: Path | None = typer.Option(
+        None, help="component logs (default: <IOC_STATE_DIR>/chaos-logs)"
+    ),
+    ingest_port: int = typer.Option(38081, envvar="IOC_CHAOS_INGEST_PORT"),
+    streams_port: int = typer.Option(38091, envvar="IOC_CHAOS_STREAMS_PORT"),
+    storage_port: int = typer.Option(38092, envvar="IOC_CHAOS_STORAGE_PORT"),
+) -> None:
+    """Run the stack, send events through Kafka, HTTP and MQTT with faults injected, and
+    check final KPI counts, raw rows and dead letters against the ledger of acks."""
+    from dataclasses import replace
+
+    from chaos import report
+    from chaos.run import Config, run
+    from chaos.stack import Ports
+
+    if engine not in ("aiokafka", "faust"):
+        raise typer.BadParameter("engine must be 'aiokafka' or 'faust'", param_hint="--engine")
+    configure_logging("chaos", json=True)
+    settings = ServiceSettings()
+    cfg = plan(short, engine)
+    assert isinstance(cfg, Config)
+    cfg = replace(cfg, ports=Ports(ingest_port, streams_port, storage_port))
+    logs = log_dir or settings.state_dir / "chaos-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with console.status("chaos: starting…") as status:
+        rows = asyncio.run(run(cfg, settings, logs, lambda msg: status.update(f"chaos: {msg}")))
+    elapsed = time.monotonic() - started
+    command = (
+        "ioc chaos"
+        + (" --short" if short else "")
+        + (f" --engine {engine}" if engine != "aiokafka" else "")
+    )
+    output.write_text(report.markdown(rows, cfg, command, elapsed))
+    table = Table(title=f"ioc chaos ({elapsed:.0f} s) → {output}")
+    for col in ("fault", "injected", "events", "lost", "duplicated", "misplaced", "recovery_s"):
+        table.add_column(col)
+    for r in rows:
+        v = r.verdict
+        table.add_row(
+            r.fault,
+            r.injected,
+            f"{v.events:,}",
+            str(v.lost),
+            str(v.duplicated),
+            str(v.misplaced),
+            r.recovery,
+        )
+    console.print(table)
+    if not all(r.verdict.ok and r.recovered for r in rows):
+        console.print("[red]mismatches or a recovery that did not run: see the report and logs[/]")
+        sys.exit(1)

@@ -27,6 +27,7 @@ class Tail:
 
     def __init__(self, bootstrap_servers: str, run: str) -> None:
         self._bootstrap = bootstrap_servers
+        self._run = run
         self._tag = run.encode()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -57,12 +58,12 @@ class Tail:
             for tp, recs in batches.items():
                 for r in recs:
                     self.records += 1
-                    if r.value is None or self._tag not in r.value:
+                    if r.value is None:
                         continue
-                    if tp.topic == KPI:
+                    if tp.topic != KPI:
+                        self._dead_letter(r.value)  # the event inside is base64: no filter
+                    elif self._tag in r.value:
                         self._kpi(r.value)
-                    else:
-                        self._dead_letter(r.value)
 
     def _kpi(self, raw: bytes) -> None:
         rec = KpiRecord.from_json(raw)
@@ -79,7 +80,8 @@ class Tail:
         letter = DeadLetter.from_json(raw)
         with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
             event = orjson.loads(letter.value)
-            if isinstance(event, dict) and isinstance(event.get("id"), str):
+            ok = isinstance(event, dict) and isinstance(event.get("id"), str)
+            if ok and event["id"].startswith(self._run):
                 self.dead[event["id"]].append(letter.reason)
 
     def finals(self, stations: set[str]) -> dict[tuple[str, int], int]:

@@ -172,14 +172,18 @@ class Stack:
                     log.warning("component exited", component=c.name, code=c.proc.returncode)
                     c.start()
 
-    async def kill_and_restart(self, c: Process) -> float:
-        """SIGKILL ``c``, start it again at once; returns the time of the kill."""
+    async def kill_and_restart(self, c: Process, graceful: bool = False) -> float:
+        """SIGKILL ``c`` (SIGTERM if ``graceful``), start it again at once; returns the
+        time of the kill."""
         assert self._watch is not None
         self._watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._watch
         killed_at = time.monotonic()
-        c.kill()
+        if graceful:
+            await asyncio.to_thread(c.stop)
+        else:
+            c.kill()
         c.start()
         self._watch = asyncio.create_task(self._restart_dead())
         return killed_at

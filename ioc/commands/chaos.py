@@ -21,34 +21,6 @@ log = structlog.get_logger("chaos")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def plan(short: bool, engine: str) -> object:
-    """The rows of a run: the CI version (``short``) or the full one."""
-    from chaos.faults import Fault, KillStorage, KillStreams, StopDatabase
-    from chaos.run import Config, Scenario
-
-    if short:
-        return Config(
-            scenarios=[
-                Scenario(KillStreams(times=2, engine=engine), duration_s=25, rate=40, stations=6),
-                Scenario(KillStorage(times=1), duration_s=12, rate=40, stations=6),
-            ],
-            allowed_lateness_s=20,
-            late_grace_s=20,
-            idle_timeout_s=5,
-            engine=engine,
-            settle_timeout_s=120,
-        )
-    return Config(
-        scenarios=[
-            Scenario(Fault(), duration_s=60, rate=60),
-            Scenario(KillStreams(times=10, engine=engine), duration_s=150, rate=60),
-            Scenario(KillStorage(times=3), duration_s=60, rate=60),
-            Scenario(StopDatabase(down_s=30), duration_s=75, rate=60),
-        ],
-        engine=engine,
-    )
-
-
 def _progress(status: Status, msg: str) -> None:
     status.update(f"chaos: {msg}")
     if not msg.startswith("waiting for "):
@@ -73,7 +45,8 @@ def chaos(
     from dataclasses import replace
 
     from chaos import report
-    from chaos.run import Config, run
+    from chaos.plans import plan
+    from chaos.run import run
     from chaos.stack import Ports
 
     if engine not in ("aiokafka", "faust"):
@@ -81,7 +54,6 @@ def chaos(
     configure_logging("chaos", json=True)
     settings = ServiceSettings()
     cfg = plan(short, engine)
-    assert isinstance(cfg, Config)
     cfg = replace(cfg, ports=Ports(ingest_port, streams_port, storage_port))
     logs = log_dir or settings.state_dir / "chaos-logs"
     logs.mkdir(parents=True, exist_ok=True)

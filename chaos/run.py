@@ -104,9 +104,12 @@ async def run(
     log_dir: Path,
     say: Progress,
 ) -> list[Row]:
-    """The whole run; services are started if needed (and those started stopped again)."""
+    """The whole run; services are started if needed (and those started stopped again).
+    Component logs go to ``log_dir/<run tag>/``."""
     tag = uuid.uuid4().hex[:6]
     rng = random.Random(cfg.seed)
+    log_dir = log_dir / tag  # one directory per run: <component>-<start>.log
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     say("services: starting")
     started = await asyncio.to_thread(services.up, settings, services.SERVICES)
     streams_env = {

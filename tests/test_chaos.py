@@ -8,6 +8,7 @@ storage once, with duplicates, out-of-order and too-late events all along.
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import time
@@ -89,9 +90,15 @@ def test_an_unacknowledged_send_may_arrive_once_but_not_twice() -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port in 38100-38999 (away from the demo's and other services' ports)."""
+    for port in random.sample(range(38100, 39000), 900):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 38100-38999")
 
 
 @pytest.fixture
@@ -113,10 +120,9 @@ async def test_short_chaos_run_loses_and_duplicates_nothing(
 ) -> None:
     cfg = plan(short=True, engine="aiokafka")
     cfg = replace(cfg, ports=Ports(_free_port(), _free_port(), _free_port()))
-    logs = tmp_path / "logs"
-    logs.mkdir()
     started = time.monotonic()
-    rows = await run(cfg, own_services, logs, lambda _msg: None)
+    rows = await run(cfg, own_services, tmp_path / "logs", lambda _msg: None)
+    (logs,) = (tmp_path / "logs").iterdir()  # the run's own directory
     elapsed = time.monotonic() - started
 
     assert [r.fault for r in rows] == ["SIGKILL streams worker (aiokafka)", "SIGKILL storage"]

@@ -35,6 +35,9 @@ class Tail:
         self.windows: dict[tuple[str, int], KpiRecord] = {}
         self.dead: dict[str, list[str]] = defaultdict(list)
         self.records = 0
+        # dead letters of the bad inputs: original bytes -> reasons
+        self.bad: dict[bytes, list[str]] = defaultdict(list)
+        self._bad_tag = b"bad-" + run.encode()
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -78,6 +81,9 @@ class Tail:
 
     def _dead_letter(self, raw: bytes) -> None:
         letter = DeadLetter.from_json(raw)
+        if self._bad_tag in letter.value:
+            self.bad[letter.value].append(letter.reason)
+            return
         with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
             event = orjson.loads(letter.value)
             ok = isinstance(event, dict) and isinstance(event.get("id"), str)

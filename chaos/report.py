@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from chaos.run import Config, Row
+from chaos.badinput import KINDS, BadTally
+from chaos.run import Config, Result, Row
 
 HEADER = "| fault | injected | events | lost | duplicated | recovery_s |"
 
@@ -40,9 +41,58 @@ def details(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def markdown(rows: Sequence[Row], cfg: Config, command: str, elapsed_s: float) -> str:
+def bad_ok(bad: BadTally | None) -> bool:
+    if bad is None:
+        return True
+    return (
+        bad.crashes == 0
+        and not bad.unaccounted
+        and bad.handled == bad.total
+        and bad.repeats_dropped >= bad.repeats_sent
+    )
+
+
+def bad_section(bad: BadTally | None) -> str:
+    if bad is None:
+        return "Not part of this run (`--bad-inputs 0`)."
+    lines = [
+        "| input | sent | refused (HTTP 4xx) | dead-lettered | neither |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    missing = {k: bad.unaccounted.count(k) for k in KINDS}
+    for kind in KINDS:
+        if kind == "duplicated_id":
+            continue
+        lines.append(
+            f"| {kind} | {bad.sent[kind]:,} | {bad.refused[kind]:,} "
+            f"| {bad.dead_lettered[kind]:,} | {missing[kind]} |"
+        )
+    share = 100.0 * bad.handled / bad.total if bad.total else 0.0
+    lines.append(
+        f"| **all** | **{bad.total:,}** | {sum(bad.refused.values()):,} "
+        f"| {sum(bad.dead_lettered.values()):,} | {len(bad.unaccounted)} |"
+    )
+    reasons = ", ".join(f"`{r}` {n:,}" for r, n in bad.reasons.most_common())
+    return "\n".join(
+        [
+            *lines,
+            "",
+            f"- **{share:.1f} %** refused or dead-lettered; crashes (a component that "
+            f"exited by itself or was not running at the end): **{bad.crashes}**.",
+            f"- Dead-letter reasons seen: {reasons or '-'}.",
+            f"- duplicated ids: {bad.repeats_sent:,} valid events each sent twice with the "
+            f"same id; the stream worker dropped {bad.repeats_dropped:,} repeats "
+            "(`ioc_streams_duplicates_total`; a repeat is not a bad record, so it is not "
+            "dead-lettered).",
+            f"- sends without an answer: {dict(bad.send_errors) or 'none'}.",
+        ]
+    )
+
+
+def markdown(result: Result, cfg: Config, command: str, elapsed_s: float) -> str:
+    rows = result.rows
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    ok = all(r.verdict.ok and r.recovered for r in rows)
+    ok = all(r.verdict.ok and r.recovered for r in rows) and bad_ok(result.bad)
     return f"""# Reliability: the pipeline under faults (`ioc chaos`)
 
 Written by `{command}` ({when}, {elapsed_s:.0f} s, stream engine `{cfg.engine}`,
@@ -76,6 +126,16 @@ idle timeout {cfg.idle_timeout_s:.0f} s). Result: **{"all rows exact" if ok else
 - Too-late events are counted in no window, are dead-lettered `too_late` by the stream
   worker and are still stored in the raw `events` table: that table archives every valid
   event that was accepted, whatever its lateness (docs/storage.md).
+
+## Bad input
+
+{bad_section(result.bad)}
+
+Each input goes through one way in, in turn (Kafka topic `ioc.events.air`, HTTP
+`POST /events`, MQTT `ioc/events/air/<station>`), and is matched with its dead letter by
+its exact bytes (`ioc.deadletter` carries the original bytes). Far-past events with a
+representable time are valid CloudEvents: the gateways accept them and the stream worker
+dead-letters them as `too_late`; a time before 1970 or from year 9000 on is `bad_time`.
 
 ## How the run works
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import structlog
 
+from chaos.badinput import BadTally, generate, send_all
 from chaos.faults import Fault, Outcome
 from chaos.ledger import Ledger, Observed, Verdict, compare
 from chaos.observe import Tail, raw_rows
-from chaos.stack import Ports, Stack
+from chaos.stack import Ports, Stack, metric
 from chaos.traffic import (
     Endpoints,
     EventMaker,
@@ -41,6 +42,7 @@ from ioc.settings import ServiceSettings
 log = structlog.get_logger("chaos.run")
 
 Progress = Callable[[str], None]
+DUPLICATES = "ioc_streams_duplicates_total"
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Config:
     ports: Ports = field(default_factory=Ports)
     seed: int = 9
     settle_timeout_s: float = 300.0
+    bad_inputs: int = 0  # malformed inputs after the fault rows (hypothesis)
 
     @property
     def injection(self) -> Injection:
@@ -89,6 +92,12 @@ class Row:
         return f"{statistics.median(self.recovery_s):.1f} (max {max(self.recovery_s):.1f})"
 
 
+@dataclass(frozen=True, slots=True)
+class Result:
+    rows: list[Row]
+    bad: BadTally | None
+
+
 @dataclass
 class _Done:
     scenario: Scenario
@@ -103,7 +112,7 @@ async def run(
     settings: ServiceSettings,
     log_dir: Path,
     say: Progress,
-) -> list[Row]:
+) -> Result:
     """The whole run; services are started if needed (and those started stopped again).
     Component logs go to ``log_dir/<run tag>/``."""
     tag = uuid.uuid4().hex[:6]
@@ -143,13 +152,33 @@ async def run(
         for i, sc in enumerate(cfg.scenarios):
             say(f"[{i + 1}/{len(cfg.scenarios)}] {sc.fault.name}: {sc.duration_s:.0f} s")
             done.append(await _scenario(stack, tag, i, sc, ways, cfg.injection, rng))
+        bad: BadTally | None = None
+        expect: dict[bytes, str] = {}
+        repeats_before = 0.0
+        if cfg.bad_inputs:
+            say(f"bad input: generating {cfg.bad_inputs:,} with hypothesis")
+            inputs = await asyncio.to_thread(generate, tag, cfg.bad_inputs, cfg.seed)
+            repeats_before = await metric(cfg.ports.streams, DUPLICATES)
+            say(f"bad input: sending {len(inputs):,} through Kafka, HTTP and MQTT")
+            bad = BadTally()
+            expect = await send_all(inputs, {w.name: w for w in ways}, bad)
         say("waiting for final windows, raw rows and dead letters")
-        await _settle(done, tail, settings, tag, since, cfg.settle_timeout_s, say)
+        await _settle(done, tail, settings, tag, since, cfg.settle_timeout_s, say, expect)
         rows = [await _row(d, tail, settings, tag, since) for d in done]
-        rows_exits = stack.unexpected_exits
-        if rows_exits:
-            log.warning("components exited by themselves", exits=rows_exits)
-        return rows
+        if bad is not None:
+            for raw, kind in expect.items():
+                if reasons := tail.bad.get(raw):
+                    bad.dead_lettered[kind] += 1
+                    bad.reasons.update(set(reasons))
+                else:
+                    bad.unaccounted.append(kind)
+            bad.repeats_dropped = int(await metric(cfg.ports.streams, DUPLICATES) - repeats_before)
+            bad.crashes = len(stack.unexpected_exits) + sum(
+                1 for c in stack.components if not c.alive
+            )
+        if stack.unexpected_exits:
+            log.warning("components exited by themselves", exits=stack.unexpected_exits)
+        return Result(rows, bad)
     finally:
         for w in ways:
             await w.stop()
@@ -186,6 +215,7 @@ async def _settle(
     since: datetime,
     within_s: float,
     say: Progress,
+    expect_dead: dict[bytes, str],
 ) -> None:
     deadline = time.monotonic() + within_s
     while True:
@@ -202,6 +232,7 @@ async def _settle(
                 if e.too_late and "too_late" not in tail.dead.get(e.id, [])
             )
             waiting += len(tail.open_windows(d.stations))
+        waiting += sum(1 for raw in expect_dead if raw not in tail.bad)
         say(f"waiting for {waiting} windows/rows/dead letters ({tail.records:,} records read)")
         if waiting == 0:
             return

@@ -91,6 +91,10 @@ class Way:
     async def stop(self) -> None: ...
 
     async def send(self, station: str, raw: bytes) -> bool:
+        return bool(await self.send_raw(station, raw))
+
+    async def send_raw(self, station: str, raw: bytes) -> int | bool:
+        """True/False (acknowledged or not), or the HTTP status."""
         raise NotImplementedError
 
 
@@ -108,7 +112,7 @@ class KafkaWay(Way):
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(self, station: str, raw: bytes) -> bool:
+    async def send_raw(self, station: str, raw: bytes) -> int | bool:
         # keyed by the station, as every producer of the contract does (key_for)
         try:
             await self._producer.send_and_wait(events_topic("air"), raw, key=station.encode())
@@ -133,12 +137,15 @@ class HttpWay(Way):
             await self._http.close()
 
     async def send(self, station: str, raw: bytes) -> bool:
+        return await self.send_raw(station, raw) == 202
+
+    async def send_raw(self, station: str, raw: bytes) -> int | bool:
         assert self._http is not None
         headers = {"Content-Type": "application/cloudevents+json"}
         try:
             async with self._http.post(self._url, data=raw, headers=headers) as resp:
                 await resp.read()
-                return resp.status == 202
+                return resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("http send failed", error=repr(exc))
             return False
@@ -164,7 +171,7 @@ class MqttWay(Way):
         self._client.disconnect()
         self._client.loop_stop()
 
-    async def send(self, station: str, raw: bytes) -> bool:
+    async def send_raw(self, station: str, raw: bytes) -> int | bool:
         info = self._client.publish(f"ioc/events/air/{station}", raw, qos=1)
         with contextlib.suppress(RuntimeError, ValueError):
             await asyncio.to_thread(info.wait_for_publish, 10.0)

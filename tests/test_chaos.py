@@ -121,7 +121,8 @@ async def test_short_chaos_run_loses_and_duplicates_nothing(
     cfg = plan(short=True, engine="aiokafka")
     cfg = replace(cfg, ports=Ports(_free_port(), _free_port(), _free_port()))
     started = time.monotonic()
-    rows = await run(cfg, own_services, tmp_path / "logs", lambda _msg: None)
+    result = await run(cfg, own_services, tmp_path / "logs", lambda _msg: None)
+    rows = result.rows
     (logs,) = (tmp_path / "logs").iterdir()  # the run's own directory
     elapsed = time.monotonic() - started
 
@@ -143,6 +144,6 @@ async def test_short_chaos_run_loses_and_duplicates_nothing(
     assert len(restored) >= 2, "the restarted workers must restore their state"
     assert len(list(logs.glob("storage-*.log"))) == 2
     assert b'"sink started"' in (logs / "storage-1.log").read_bytes()
-    report = markdown(rows, cfg, "ioc chaos --short", elapsed)
+    report = markdown(result, cfg, "ioc chaos --short", elapsed)
     assert HEADER in report and "all rows exact" in report
     assert elapsed < 180, f"the CI run took {elapsed:.0f} s"

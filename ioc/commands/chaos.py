@@ -39,6 +39,9 @@ def chaos(
     ingest_port: int = typer.Option(38081, envvar="IOC_CHAOS_INGEST_PORT"),
     streams_port: int = typer.Option(38091, envvar="IOC_CHAOS_STREAMS_PORT"),
     storage_port: int = typer.Option(38092, envvar="IOC_CHAOS_STORAGE_PORT"),
+    bad_inputs: int | None = typer.Option(
+        None, help="malformed inputs (hypothesis) after the faults; default 10000, --short 1000"
+    ),
 ) -> None:
     """Run the stack, send events through Kafka, HTTP and MQTT with faults injected, and
     check final KPI counts, raw rows and dead letters against the ledger of acks."""
@@ -54,19 +57,24 @@ def chaos(
     configure_logging("chaos", json=True)
     settings = ServiceSettings()
     cfg = plan(short, engine)
-    cfg = replace(cfg, ports=Ports(ingest_port, streams_port, storage_port))
+    cfg = replace(
+        cfg,
+        ports=Ports(ingest_port, streams_port, storage_port),
+        bad_inputs=(1000 if short else 10_000) if bad_inputs is None else bad_inputs,
+    )
     logs = log_dir or settings.state_dir / "chaos-logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with console.status("chaos: starting…") as status:
-        rows = asyncio.run(run(cfg, settings, logs, lambda msg: _progress(status, msg)))
+        result = asyncio.run(run(cfg, settings, logs, lambda msg: _progress(status, msg)))
     elapsed = time.monotonic() - started
     command = (
         "ioc chaos"
         + (" --short" if short else "")
         + (f" --engine {engine}" if engine != "aiokafka" else "")
     )
-    output.write_text(report.markdown(rows, cfg, command, elapsed))
+    output.write_text(report.markdown(result, cfg, command, elapsed))
+    rows = result.rows
     table = Table(title=f"ioc chaos ({elapsed:.0f} s) → {output}")
     for col in ("fault", "injected", "events", "lost", "duplicated", "misplaced", "recovery_s"):
         table.add_column(col)
@@ -82,6 +90,13 @@ def chaos(
             r.recovery,
         )
     console.print(table)
-    if not all(r.verdict.ok and r.recovered for r in rows):
+    if result.bad is not None:
+        b = result.bad
+        console.print(
+            f"bad input: {b.total:,} sent, {sum(b.refused.values()):,} refused, "
+            f"{sum(b.dead_lettered.values()):,} dead-lettered, {len(b.unaccounted)} neither, "
+            f"{b.crashes} crashes; repeats {b.repeats_dropped}/{b.repeats_sent} dropped"
+        )
+    if not all(r.verdict.ok and r.recovered for r in rows) or not report.bad_ok(result.bad):
         console.print("[red]mismatches or a recovery that did not run: see the report and logs[/]")
         sys.exit(1)

@@ -4,7 +4,7 @@ refused (an HTTP 4xx) or dead-lettered with its reason; the components must not 
 Kinds: truncated JSON, wrong types, huge payloads, unknown types, far-future and far-past
 times, invalid UTF-8, NUL bytes, duplicated ids. Every input carries an id of its own
 (``bad-<run>-<n>``, first in the object so even a truncated one keeps it when it is cut
-after the id) and is matched with its dead letter by its exact bytes. A *duplicated id*
+after the id) and is matched with its dead letters by that id. A *duplicated id*
 is a valid, current event sent a second time with the same id: it is neither refused nor
 dead-lettered but dropped as a repeat, which the worker's repeat counter must show.
 
@@ -197,10 +197,10 @@ class BadTally:
 
 async def send_all(
     inputs: list[BadInput], ways: dict[str, Way], tally: BadTally, concurrency: int = 20
-) -> dict[bytes, str]:
+) -> dict[int, str]:
     """Sends each input through a way in (in turn); returns what must be dead-lettered
-    (bytes -> kind). HTTP answers are tallied here."""
-    expect: dict[bytes, str] = {}
+    (input number -> kind). HTTP answers are tallied here."""
+    expect: dict[int, str] = {}
     names = ("kafka", "http", "mqtt")
     sem = asyncio.Semaphore(concurrency)
 
@@ -219,9 +219,9 @@ async def send_all(
             tally.refused[b.kind] += 1
         elif status is None or status is False:
             tally.send_errors[way] += 1
-            expect[b.raw] = b.kind  # may still be dead-lettered (e.g. an MQTT resend)
+            expect[b.n] = b.kind  # may still be dead-lettered (e.g. an MQTT resend)
         else:
-            expect[b.raw] = b.kind
+            expect[b.n] = b.kind
 
     await asyncio.gather(*(one(b) for b in inputs))
     return expect

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -35,9 +36,9 @@ class Tail:
         self.windows: dict[tuple[str, int], KpiRecord] = {}
         self.dead: dict[str, list[str]] = defaultdict(list)
         self.records = 0
-        # dead letters of the bad inputs: original bytes -> reasons
-        self.bad: dict[bytes, list[str]] = defaultdict(list)
-        self._bad_tag = b"bad-" + run.encode()
+        # dead letters of the bad inputs: input number -> reasons
+        self.bad: dict[int, list[str]] = defaultdict(list)
+        self._bad_id = re.compile(rb"bad-" + run.encode() + rb"-(\d{5})")
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -81,8 +82,9 @@ class Tail:
 
     def _dead_letter(self, raw: bytes) -> None:
         letter = DeadLetter.from_json(raw)
-        if self._bad_tag in letter.value:
-            self.bad[letter.value].append(letter.reason)
+        if found := self._bad_id.search(letter.value):
+            # by its id: a gateway re-encodes an event it accepted, so bytes may differ
+            self.bad[int(found.group(1))].append(letter.reason)
             return
         with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
             event = orjson.loads(letter.value)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from chaos.badinput import BadTally, generate, send_all
+from chaos.badinput import BadInput, BadTally, generate, send_all
 from chaos.faults import Fault, Outcome
 from chaos.ledger import Ledger, Observed, Verdict, compare
 from chaos.observe import Tail, raw_rows
@@ -119,6 +119,11 @@ async def run(
     rng = random.Random(cfg.seed)
     log_dir = log_dir / tag  # one directory per run: <component>-<start>.log
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    inputs: list[BadInput] = []
+    if cfg.bad_inputs:
+        # before any other thread runs: hypothesis watches the global random state
+        say(f"bad input: generating {cfg.bad_inputs:,} with hypothesis")
+        inputs = generate(tag, cfg.bad_inputs, cfg.seed)
     say("services: starting")
     started = await asyncio.to_thread(services.up, settings, services.SERVICES)
     streams_env = {
@@ -153,11 +158,9 @@ async def run(
             say(f"[{i + 1}/{len(cfg.scenarios)}] {sc.fault.name}: {sc.duration_s:.0f} s")
             done.append(await _scenario(stack, tag, i, sc, ways, cfg.injection, rng))
         bad: BadTally | None = None
-        expect: dict[bytes, str] = {}
+        expect: dict[int, str] = {}
         repeats_before = 0.0
-        if cfg.bad_inputs:
-            say(f"bad input: generating {cfg.bad_inputs:,} with hypothesis")
-            inputs = await asyncio.to_thread(generate, tag, cfg.bad_inputs, cfg.seed)
+        if inputs:
             repeats_before = await metric(cfg.ports.streams, DUPLICATES)
             say(f"bad input: sending {len(inputs):,} through Kafka, HTTP and MQTT")
             bad = BadTally()
@@ -166,8 +169,8 @@ async def run(
         await _settle(done, tail, settings, tag, since, cfg.settle_timeout_s, say, expect)
         rows = [await _row(d, tail, settings, tag, since) for d in done]
         if bad is not None:
-            for raw, kind in expect.items():
-                if reasons := tail.bad.get(raw):
+            for n, kind in expect.items():
+                if reasons := tail.bad.get(n):
                     bad.dead_lettered[kind] += 1
                     bad.reasons.update(set(reasons))
                 else:
@@ -215,7 +218,7 @@ async def _settle(
     since: datetime,
     within_s: float,
     say: Progress,
-    expect_dead: dict[bytes, str],
+    expect_dead: dict[int, str],
 ) -> None:
     deadline = time.monotonic() + within_s
     while True:
@@ -232,7 +235,7 @@ async def _settle(
                 if e.too_late and "too_late" not in tail.dead.get(e.id, [])
             )
             waiting += len(tail.open_windows(d.stations))
-        waiting += sum(1 for raw in expect_dead if raw not in tail.bad)
+        waiting += sum(1 for n in expect_dead if n not in tail.bad)
         say(f"waiting for {waiting} windows/rows/dead letters ({tail.records:,} records read)")
         if waiting == 0:
             return

@@ -19,6 +19,7 @@ def plan(short: bool, engine: str) -> Config:
             idle_timeout_s=5,
             engine=engine,
             settle_timeout_s=120,
+            bad_inputs=450,
         )
     return Config(
         scenarios=[
@@ -29,4 +30,5 @@ def plan(short: bool, engine: str) -> Config:
             Scenario(StopDatabase(down_s=30), duration_s=75, rate=60),
         ],
         engine=engine,
+        bad_inputs=10_000,
     )

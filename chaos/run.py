@@ -175,7 +175,13 @@ async def run(
                     bad.reasons.update(set(reasons))
                 else:
                     bad.unaccounted.append(kind)
-            bad.repeats_dropped = int(await metric(cfg.ports.streams, DUPLICATES) - repeats_before)
+            deadline = time.monotonic() + 60
+            while True:  # the repeats may still be on their way (an MQTT batch)
+                dropped = await metric(cfg.ports.streams, DUPLICATES) - repeats_before
+                if dropped >= bad.repeats_sent or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1.0)
+            bad.repeats_dropped = int(dropped)
             bad.crashes = len(stack.unexpected_exits) + sum(
                 1 for c in stack.components if not c.alive
             )

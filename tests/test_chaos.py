@@ -144,6 +144,13 @@ async def test_short_chaos_run_loses_and_duplicates_nothing(
     assert len(restored) >= 2, "the restarted workers must restore their state"
     assert len(list(logs.glob("storage-*.log"))) == 2
     assert b'"sink started"' in (logs / "storage-1.log").read_bytes()
+    # Bad input: every one refused (HTTP 4xx) or dead-lettered, nothing crashed, the
+    # repeated ids dropped as repeats.
+    bad = result.bad
+    assert bad is not None and bad.total >= 350
+    assert (bad.handled, bad.unaccounted, bad.crashes) == (bad.total, [], 0)
+    assert sum(bad.refused.values()) > 0 and sum(bad.dead_lettered.values()) > 0
+    assert bad.repeats_dropped >= bad.repeats_sent > 0
     report = markdown(result, cfg, "ioc chaos --short", elapsed)
     assert HEADER in report and "all rows exact" in report
     assert elapsed < 180, f"the CI run took {elapsed:.0f} s"

@@ -40,7 +40,7 @@ def chaos(
     streams_port: int = typer.Option(38091, envvar="IOC_CHAOS_STREAMS_PORT"),
     storage_port: int = typer.Option(38092, envvar="IOC_CHAOS_STORAGE_PORT"),
     bad_inputs: int | None = typer.Option(
-        None, help="malformed inputs (hypothesis) after the faults; default 10000, --short 1000"
+        None, help="malformed inputs (hypothesis) after the faults; default 10000, --short 450"
     ),
 ) -> None:
     """Run the stack, send events through Kafka, HTTP and MQTT with faults injected, and
@@ -60,7 +60,7 @@ def chaos(
     cfg = replace(
         cfg,
         ports=Ports(ingest_port, streams_port, storage_port),
-        bad_inputs=(1000 if short else 10_000) if bad_inputs is None else bad_inputs,
+        bad_inputs=cfg.bad_inputs if bad_inputs is None else bad_inputs,
     )
     logs = log_dir or settings.state_dir / "chaos-logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from events.errors import IocError
 from ioc import services
 from ioc.commands import alerts as alerts_cmd
 from ioc.commands import catalogue as catalogue_cmd
+from ioc.commands import chaos as chaos_cmd
 from ioc.commands import db as db_cmd
 from ioc.commands import ingest as ingest_cmd
 from ioc.commands import services as services_cmd
@@ -37,6 +38,7 @@ app.add_typer(ingest_cmd.app, name="ingest")
 app.add_typer(ws_cmd.app, name="ws")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.command("simulate")(simulate_cmd.simulate)
+app.command("chaos")(chaos_cmd.chaos)
 console = Console(stderr=True)
 
 

@@ -64,6 +64,10 @@ def up(settings: ServiceSettings) -> bool:
         f"listener {settings.mqtt_port} {settings.host}\n"
         "allow_anonymous true\n"
         "persistence false\n"
+        # A persistent session's backlog (the ingest gateway restarting, or slower than a
+        # burst): Mosquitto's default of 1000 queued QoS 1 messages drops the rest, which
+        # publishers already had PUBACKs for (found by `ioc chaos`, docs/reliability.md).
+        "max_queued_messages 1000000\n"
         "log_dest stdout\n"
     )
     proc.start([binary, "-c", str(conf)])

@@ -104,8 +104,10 @@ def _free_port() -> int:
 @pytest.fixture
 def own_services(tmp_path: Path, database_url: str) -> ServiceSettings:
     """A broker and Mosquitto for this test only (`run` starts and stops them); the
-    session's (fresh) database."""
+    session's (fresh) database. The broker is Tansu: on Apache Kafka the short run's last
+    windows did not become final within its settle deadline (not yet understood)."""
     return ServiceSettings(
+        broker="tansu",
         state_dir=tmp_path / "state",
         broker_port=_free_port(),
         mqtt_port=_free_port(),

@@ -373,7 +373,10 @@ async def main(n: int, faust_n: int, broker: Literal["auto", "kafka", "tansu"]) 
         )
     finally:
         await admin.close()
-    t0 = 1_800_000_000_000 - 1_800_000_000_000 % 3_600_000
+    # A whole hour a day ago: event times in the future of the worker's clock (beyond
+    # IOC_MAX_FUTURE_SKEW_S) would all be dead-lettered as future_time.
+    day_ago = int(time.time() * 1000) - 86_400_000
+    t0 = day_ago - day_ago % 3_600_000
     step = 15  # ms of event time between events: 200k events = 50 minutes
     values = [(i % PARTITIONS, _air(t0 + i * step, i)) for i in range(n)]
     last = t0 + (n - 1) * step

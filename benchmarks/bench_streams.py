@@ -296,7 +296,10 @@ async def _latencies(
 ) -> dict[str, float]:
     """Final and live latency with the worker caught up (event times far after the bulk)."""
     lateness = worker.settings.allowed_lateness_s * 1000
-    base = 1_900_000_000_000 - 1_900_000_000_000 % MIN
+    # After the bulk (a day ago) and in the past (the rounds end ~17 min ago): event times
+    # beyond IOC_MAX_FUTURE_SKEW_S ahead of the worker's clock are dead-lettered.
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    base = hour_ago - hour_ago % MIN
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
     await producer.start()
     live: list[float] = []

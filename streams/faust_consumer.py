@@ -4,7 +4,7 @@ Faust's consumer (``faust.transport.consumer.Consumer._drain_messages``) turns e
 record into a ``Message``, wraps its delivery in ``wait_first(callback(message),
 suspend_flow.wait())`` (new tasks and futures per record), and the conductor then builds
 an ``Event`` per record for the agent streams. That per-record cost caps a Faust agent at
-a few thousand events/s on this machine (docs/streams.md, ENVIRONMENT.md).
+a few thousand events/s on this machine (docs/streams.md, docs/benchmarks.md).
 
 :class:`BatchConsumer` keeps everything else of Faust's aiokafka consumer (the consumer
 thread, group membership with Faust's assignor, flow control, the seek of every assigned

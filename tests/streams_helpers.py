@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from events.catalogue import EVENT_TYPES
 from events.envelope import encode, new_event
 
@@ -41,3 +43,16 @@ def air(t_ms: int, event_id: str | None = None, **data: Any) -> bytes:
 
 def traffic(t_ms: int, event_id: str | None = None, **data: Any) -> bytes:
     return raw_event("vn.ioc.traffic.observed", t_ms, event_id, **data)
+
+
+def json_log_events(text: str | bytes, event: str) -> list[dict[str, object]]:
+    """The JSON log lines (structlog, stderr not a terminal) whose event is ``event``."""
+    found: list[dict[str, object]] = []
+    for line in text.splitlines():
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and obj.get("event") == event:
+            found.append(obj)
+    return found

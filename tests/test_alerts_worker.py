@@ -21,6 +21,7 @@ from events import topics
 from events.brokers import refresh_metadata
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.worker import AlertsSettings, AlertsWorker
+from tests.streams_helpers import json_log_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -317,15 +318,7 @@ async def wait_committed(
 
 def log_events(log: Path, event: str) -> list[dict[str, object]]:
     """The worker's JSON log lines (stderr is not a terminal) whose event is ``event``."""
-    found: list[dict[str, object]] = []
-    for line in read_log(log).splitlines():
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and obj.get("event") == event:
-            found.append(obj)
-    return found
+    return json_log_events(read_log(log), event)
 
 
 @pytest.mark.broker_sensitive

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -27,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from events.records import DeadLetter, KpiRecord
 from events.topics import DOMAINS
 from streams.state import read_to_end
-from tests.streams_helpers import T0, air
+from tests.streams_helpers import T0, air, json_log_events
 
 pytestmark = pytest.mark.integration
 
@@ -115,15 +114,7 @@ class Workers:
 
     def log_events(self, index: int, event: str) -> list[dict[str, object]]:
         """Worker ``index``'s JSON log lines whose event is ``event``."""
-        found: list[dict[str, object]] = []
-        for line in (self.log_dir / f"{self.group}-{index}.log").read_bytes().splitlines():
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and obj.get("event") == event:
-                found.append(obj)
-        return found
+        return json_log_events((self.log_dir / f"{self.group}-{index}.log").read_bytes(), event)
 
     def stop_all(self) -> None:
         for p in self.procs:

@@ -6,6 +6,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from events import topics
 from events.flood import WATER_STATIONS
 from events.geography import DISTRICTS
 from events.records import AlertCommand, AlertRecord, KpiRecord
-from storage import migrate
+from storage import migrate, writers
+from storage.rows import alert_row
 from ws.app import WsApp
 from ws.settings import WsSettings
 
@@ -289,3 +291,64 @@ async def next_command(consumer: AIOKafkaConsumer, alert_id: str) -> AlertComman
                 if cmd.alert_id == alert_id:
                     return cmd
     raise AssertionError(f"no command for {alert_id} on {topics.ALERT_COMMANDS}")
+
+
+async def test_wall_says_how_many_alerts_a_bounded_snapshot_left_out(
+    bootstrap_servers: str, database_url: str, chromium_executable: str
+) -> None:
+    tag = uuid.uuid4().hex[:6].upper()
+    now = datetime.now(UTC)
+    many = [
+        AlertRecord(
+            alert_id=f"W{tag}-{i:02d}",
+            rule="air.aqi.high",
+            subject=f"district:{tag}",
+            state="raised",
+            severity="warning",
+            level=1,
+            title=f"AQI cao {i}",
+            kpi="air.aqi.vn",
+            value=160.0,
+            threshold=150.0,
+            raised_at=now,
+            updated_at=now + timedelta(seconds=i),
+        )
+        for i in range(40)
+    ]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate.migrate(conn)
+        async with conn.transaction():
+            await writers.ALERTS.prepare(conn)
+            await writers.ALERTS.write(conn, [alert_row(a) for a in many])
+        settings = WsSettings(
+            bootstrap_servers=bootstrap_servers,
+            database_url=database_url,
+            ws_port=0,
+            ws_tokens={"wall-viewer": "viewer:wall"},
+            ws_alerts_from_beginning=False,
+            ws_snapshot_max_bytes=4096,  # room for a few alerts only
+        )
+        async with WsApp(settings) as app, async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=chromium_executable, args=CHROMIUM_ARGS
+            )
+            page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+            await page.goto(app.server.url)
+            note = page.locator("#alerts-omitted")
+            await expect(note).to_be_visible()
+            shown = await page.locator("#alerts li").count()
+            open_now = await conn.fetchval("SELECT count(*) FROM alerts WHERE state <> 'cleared'")
+            assert 0 < shown < open_now
+            await expect(note).to_have_text(
+                f"Còn {open_now - shown} cảnh báo ít nghiêm trọng hơn chưa hiển thị"
+            )
+            await browser.close()
+    finally:
+        try:  # clear them again: other tests' walls share this database
+            async with conn.transaction():
+                await writers.ALERTS.write(
+                    conn, [alert_row(replace(a, state="cleared", revision=1)) for a in many]
+                )
+        finally:
+            await conn.close()

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -530,3 +531,60 @@ async def test_command_failed_when_the_broker_cannot_take_the_command(tmp_path: 
             assert own.server.metrics.errors.labels("command_failed")._value.get() == 1
             await operator.close()
             broker.up(own_broker)  # back, so that the app's clients stop cleanly
+
+
+async def test_a_large_alert_snapshot_is_bounded_most_severe_first_and_says_how_many_more(
+    bootstrap_servers: str, database: str
+) -> None:
+    tag = uuid.uuid4().hex[:6].upper()
+    subject = f"district:{tag}"
+    many = [
+        replace(
+            alert(f"B{tag}-{i:03d}", subject),
+            severity="critical" if i % 10 == 0 else "warning",
+            updated_at=datetime.now(UTC) + timedelta(seconds=i),
+        )
+        for i in range(300)
+    ]
+    conn = await asyncpg.connect(database)
+    try:
+        async with conn.transaction():
+            await writers.ALERTS.prepare(conn)
+            await writers.ALERTS.write(conn, [alert_row(a) for a in many])
+        settings = WsSettings(
+            bootstrap_servers=bootstrap_servers,
+            database_url=database,
+            ws_port=0,
+            ws_tokens={"view": "viewer:wall"},
+            ws_snapshot_max_bytes=30_000,
+            ws_alerts_from_beginning=False,
+        )
+        # A client with a small frame limit (python-websockets' default is 1 MiB).
+        async with WsApp(settings) as own, connect(ws_url(own), max_size=30_000) as ws:
+            await ws.send('{"op":"auth","token":"view"}')
+            assert (await recv(ws))["type"] == "welcome"
+            await ws.send(
+                orjson.dumps(
+                    {"op": "subscribe", "sub": "a", "channel": "alerts", "scopes": [subject]}
+                ).decode()
+            )
+            raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+            assert len(raw) <= 30_000
+            snap = orjson.loads(raw)
+            ids = [i["alert_id"] for i in snap["items"]]
+            assert 0 < len(ids) < 300 and snap["omitted"] == 300 - len(ids)
+            # The 30 critical ones first, newest first; then the newest warnings.
+            crit = [a.alert_id for a in many if a.severity == "critical"][::-1]
+            warn = [a.alert_id for a in many if a.severity == "warning"][::-1]
+            assert ids == (crit + warn)[: len(ids)]
+            omitted = own.server.metrics.omitted._value.get()
+            assert omitted == 300 - len(ids)
+    finally:
+        try:  # clear them again: other tests' walls share this database
+            async with conn.transaction():
+                await writers.ALERTS.write(
+                    conn,
+                    [alert_row(replace(a, state="cleared", revision=1)) for a in many],
+                )
+        finally:
+            await conn.close()

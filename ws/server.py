@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -38,17 +39,17 @@ from ws.session import (
     LoadSnapshot,
     Output,
     PublishCommand,
+    RawItems,
     SendFrame,
     Session,
     encode_frame,
 )
 from ws.settings import WsSettings
-from ws.snapshot import SnapshotSource
+from ws.snapshot import SnapshotSource, alert_snapshot_order, fit_snapshot
 
 log = structlog.get_logger("ws.server")
 
 CommandSink = Callable[[AlertCommand], Awaitable[None]]
-MAX_SNAPSHOT_ITEMS = 5000
 # websockets' default write limit (high-water mark of the transport buffer): a send that
 # stays below it returns without waiting.
 WRITE_HIGH_WATER = 32 * 1024
@@ -70,6 +71,11 @@ class Metrics:
         self.slow = Counter("ws_slow_disconnects", "Clients dropped for being slow", registry=r)
         self.commands = Counter(
             "ws_commands", "Operator commands forwarded", ["command"], registry=r
+        )
+        self.omitted = Counter(
+            "ws_snapshot_items_omitted",
+            "Snapshot items left out to keep a frame within IOC_WS_SNAPSHOT_MAX_BYTES",
+            registry=r,
         )
         self.pending = Gauge(
             "ws_pending_updates", "Coalesced updates waiting in client queues", registry=r
@@ -338,7 +344,7 @@ class PushServer:
 
     async def _send_snapshot(self, ws: ServerConnection, out: LoadSnapshot) -> None:
         spec = out.sub.spec
-        frame: dict[str, Any] = {
+        head: dict[str, Any] = {
             "type": "snapshot",
             "sub": spec.sub,
             "channel": spec.channel,
@@ -346,24 +352,31 @@ class PushServer:
             "seq": out.seq,
         }
         if out.reason is not None:
-            frame["resync"] = out.reason
+            head["resync"] = out.reason
+        items: list[KpiRecord] | list[AlertRecord]
         try:
             if spec.channel == "kpi":
-                frame["items"], frame["history"] = await self._kpi_snapshot(out)
+                items, head["history"] = await self._kpi_snapshot(out)
             else:
-                frame["items"] = await self._alert_snapshot(out)
+                items = await self._alert_snapshot(out)
         except Exception as exc:
             log.warning("snapshot_failed", error=str(exc))
             self.metrics.errors.labels("snapshot_unavailable").inc()
             await self._send(ws, error_frame("snapshot_unavailable", str(exc)))
             if spec.channel == "kpi":
-                frame["items"] = [r.to_dict() for r in self.hub.memory_latest(out.sub)]
-                frame["history"] = []
+                items, head["history"] = self.hub.memory_latest(out.sub), []
             else:
-                frame["items"] = [a.to_dict() for a in self.hub.memory_alerts(out.sub)]
-        await self._send(ws, frame)
+                items = alert_snapshot_order(self.hub.memory_alerts(out.sub))
+        encoded = [orjson.dumps(r.to_dict()) for r in items]
+        kept = fit_snapshot(head, encoded, self.settings.ws_snapshot_max_bytes)
+        if kept < len(encoded):
+            # Said in the frame, so the wall can tell the operator that more exist.
+            head["omitted"] = len(encoded) - kept
+            self.metrics.omitted.inc(len(encoded) - kept)
+            log.warning("snapshot_bounded", sub=spec.sub, sent=kept, omitted=len(encoded) - kept)
+        await self._send(ws, {**head, "items": RawItems(encoded[:kept])})
 
-    async def _kpi_snapshot(self, out: LoadSnapshot) -> tuple[list[dict[str, Any]], list[Any]]:
+    async def _kpi_snapshot(self, out: LoadSnapshot) -> tuple[list[KpiRecord], list[Any]]:
         spec = out.sub.spec
         exact_kpis = list(spec.kpis) if spec.kpis and not any("*" in k for k in spec.kpis) else None
         # Scope patterns go to the database as they are (storage.queries turns "*" into LIKE).
@@ -376,7 +389,6 @@ class PushServer:
             have = latest.get(kpi_key(rec))
             if have is None or newer_kpi(rec, have):
                 latest[kpi_key(rec)] = rec
-        items = [r.to_dict() for r in list(latest.values())[:MAX_SNAPSHOT_ITEMS]]
         since = datetime.now(UTC) - timedelta(hours=spec.history_hours)
         history: list[dict[str, Any]] = []
         for req in spec.history:
@@ -389,9 +401,9 @@ class PushServer:
                     points[rec.window_start] = rec
             series = [[int(t.timestamp() * 1000), points[t].value] for t in sorted(points)]
             history.append({"kpi": req.kpi, "scope": req.scope, "points": series})
-        return items, history
+        return list(latest.values()), history
 
-    async def _alert_snapshot(self, out: LoadSnapshot) -> list[dict[str, Any]]:
+    async def _alert_snapshot(self, out: LoadSnapshot) -> list[AlertRecord]:
         alerts: dict[str, AlertRecord] = {}
         for rec in await self._snapshot.active_alerts():
             if out.sub.matches_alert(rec):
@@ -405,7 +417,7 @@ class PushServer:
             mem = self.hub.alerts.get(alert_id)
             if mem is not None and mem.state == "cleared" and mem.revision >= rec.revision:
                 del alerts[alert_id]
-        return [a.to_dict() for a in alerts.values()]
+        return alert_snapshot_order(list(alerts.values()))
 
     async def _watch_slow_clients(self) -> None:
         s = self.settings

@@ -30,6 +30,9 @@ class WsSettings(BaseSettings):
     ws_allow_missing_origin: bool = True
 
     ws_max_message_bytes: int = Field(default=16 * 1024, ge=256)
+    # A snapshot frame stays within this many bytes (the most important items first, the
+    # rest counted in "omitted"): under the 1 MiB frame limit of most websocket clients.
+    ws_snapshot_max_bytes: int = Field(default=1_000_000, ge=4096)
     ws_max_subscriptions: int = Field(default=16, ge=1)
     ws_auth_timeout_s: float = Field(default=5.0, gt=0)
     # Coalescing tick: at most 1/tick update frames per channel per client per second.

@@ -9,14 +9,53 @@ psycopg async connection, reopened after a failure.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from events.records import AlertRecord, KpiRecord
 
 log = structlog.get_logger("ws.snapshot")
+
+
+_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def alert_snapshot_order(alerts: Sequence[AlertRecord]) -> list[AlertRecord]:
+    """The order a bounded alert snapshot keeps: most severe first, unacknowledged before
+    acknowledged, then the most recently changed (what an operator must see first)."""
+    return sorted(
+        alerts,
+        key=lambda a: (
+            _SEVERITY_RANK.get(a.severity, 3),
+            a.state == "acknowledged",
+            -a.updated_at.timestamp(),
+        ),
+    )
+
+
+def fit_snapshot(head: dict[str, Any], items: Sequence[bytes], max_bytes: int) -> int:
+    """How many of ``items`` (encoded, in order) a snapshot frame can carry so that the
+    whole frame, ``head`` plus the items plus an ``omitted`` count, stays within
+    ``max_bytes``. A client whose frame limit is 1 MiB (python-websockets' default, and
+    most libraries') would otherwise close the connection on a large snapshot."""
+    # The frame as encode_frame writes it: head, ',"items":[', the items joined by commas,
+    # ']}', plus ',"omitted":N' when some are left out.
+    total = len(items)
+    used = len(orjson.dumps(head)) + len(b',"items":[]')
+    omitted_field = len(b',"omitted":')
+    best = 0 if used + omitted_field + len(str(total)) <= max_bytes else -1
+    for n, item in enumerate(items, start=1):
+        used += len(item) + (1 if n > 1 else 0)
+        extra = omitted_field + len(str(total - n)) if n < total else 0
+        if used + extra <= max_bytes:
+            best = n
+        elif used > max_bytes:
+            break  # the omitted count shrinks by a few bytes at most; the items only grow
+    return max(best, 0)
 
 
 class SnapshotSource(Protocol):

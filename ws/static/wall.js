@@ -7,7 +7,7 @@
       charts: "Diễn biến 3 giờ gần nhất (toàn tỉnh)", alerts: "Cảnh báo", no_alerts: "Không có cảnh báo",
       connecting: "Đang kết nối…", open: "Đã kết nối", closed: "Mất kết nối — đang thử lại",
       updated: "cập nhật {t} trước", never: "chưa có dữ liệu", sec: "{n} giây", min: "{n} phút",
-      hour: "{n} giờ", ack: "Xác nhận", acking: "Đang gửi…", acked_by: "Đã xác nhận: {u}",
+      hour: "{n} giờ", ack: "Xác nhận", acking: "Đang gửi…", acked_by: "Đã xác nhận: {u}", omitted: "Còn {n} cảnh báo ít nghiêm trọng hơn chưa hiển thị",
       assignee: "Phụ trách: {u}", operator: "Điều hành viên", viewer: "Chỉ xem",
       ok: "Bình thường", watch: "Theo dõi", warn: "Cảnh báo", crit: "Nguy hiểm", nodata: "Chưa có số liệu",
       air: "Không khí", traffic: "Giao thông", water: "Thủy văn", energy: "Năng lượng",
@@ -24,7 +24,7 @@
       charts: "Last 3 hours (province)", alerts: "Alerts", no_alerts: "No active alerts",
       connecting: "Connecting…", open: "Connected", closed: "Disconnected — retrying",
       updated: "last update {t} ago", never: "no data yet", sec: "{n} s", min: "{n} min",
-      hour: "{n} h", ack: "Acknowledge", acking: "Sending…", acked_by: "Acknowledged by {u}",
+      hour: "{n} h", ack: "Acknowledge", acking: "Sending…", acked_by: "Acknowledged by {u}", omitted: "{n} less severe alerts not shown",
       assignee: "Assigned to {u}", operator: "Operator", viewer: "View only",
       ok: "Normal", watch: "Watch", warn: "Warning", crit: "Critical", nodata: "No data",
       air: "Air", traffic: "Traffic", water: "Water", energy: "Energy", parking: "Parking",
@@ -74,6 +74,8 @@
   let lastUpdate = null; // Date.now() of the last data frame
   let backoff = 1000;
   let resumes = 0;
+  // Open alerts the server left out of a size-bounded snapshot (they arrive if they change).
+  let omittedAlerts = 0;
   let requestId = 0;
   const plots = new Map();
 
@@ -342,6 +344,9 @@
       }
       ol.appendChild(li);
     }
+    const more = $("alerts-omitted");
+    more.textContent = omittedAlerts ? t("omitted", { n: omittedAlerts }) : "";
+    more.classList.toggle("hidden", !omittedAlerts);
   }
 
   function renderStatic() {
@@ -420,7 +425,10 @@
         resumes += 1;
       // falls through
       case "snapshot":
-        if (msg.channel === "alerts" && msg.type === "snapshot") alerts.clear();
+        if (msg.channel === "alerts" && msg.type === "snapshot") {
+          alerts.clear();
+          omittedAlerts = msg.omitted || 0;
+        }
         for (const item of msg.items) msg.channel === "kpi" ? applyKpi(item) : applyAlert(item);
         for (const h of msg.history || []) {
           const m = new Map();

@@ -293,9 +293,12 @@ async def next_command(consumer: AIOKafkaConsumer, alert_id: str) -> AlertComman
     raise AssertionError(f"no command for {alert_id} on {topics.ALERT_COMMANDS}")
 
 
-async def test_wall_says_how_many_alerts_a_bounded_snapshot_left_out(
-    bootstrap_servers: str, database_url: str, chromium_executable: str
+@pytest.mark.parametrize("snapshot_max_bytes", [4096, 1_000_000])
+async def test_wall_says_how_many_alerts_it_does_not_show(
+    bootstrap_servers: str, database_url: str, chromium_executable: str, snapshot_max_bytes: int
 ) -> None:
+    """Left out of a bounded snapshot (room for a few alerts only), or beyond the 100 the
+    list shows: either way the operator reads how many more are open."""
     tag = uuid.uuid4().hex[:6].upper()
     now = datetime.now(UTC)
     many = [
@@ -313,7 +316,7 @@ async def test_wall_says_how_many_alerts_a_bounded_snapshot_left_out(
             raised_at=now,
             updated_at=now + timedelta(seconds=i),
         )
-        for i in range(40)
+        for i in range(150)
     ]
     conn = await asyncpg.connect(database_url)
     try:
@@ -327,7 +330,7 @@ async def test_wall_says_how_many_alerts_a_bounded_snapshot_left_out(
             ws_port=0,
             ws_tokens={"wall-viewer": "viewer:wall"},
             ws_alerts_from_beginning=False,
-            ws_snapshot_max_bytes=4096,  # room for a few alerts only
+            ws_snapshot_max_bytes=snapshot_max_bytes,
         )
         async with WsApp(settings) as app, async_playwright() as pw:
             browser = await pw.chromium.launch(
@@ -340,6 +343,7 @@ async def test_wall_says_how_many_alerts_a_bounded_snapshot_left_out(
             shown = await page.locator("#alerts li").count()
             open_now = await conn.fetchval("SELECT count(*) FROM alerts WHERE state <> 'cleared'")
             assert 0 < shown < open_now
+            assert shown < 100 if snapshot_max_bytes == 4096 else shown == 100
             await expect(note).to_have_text(
                 f"Còn {open_now - shown} cảnh báo ít nghiêm trọng hơn chưa hiển thị"
             )

@@ -76,6 +76,7 @@
   let resumes = 0;
   // Open alerts the server left out of a size-bounded snapshot (they arrive if they change).
   let omittedAlerts = 0;
+  const MAX_ALERT_ITEMS = 100;
   let requestId = 0;
   const plots = new Map();
 
@@ -302,7 +303,10 @@
     $("no-alerts").classList.toggle("hidden", list.length > 0);
     const ol = $("alerts");
     ol.innerHTML = "";
-    for (const a of list) {
+    // A wall shows a few dozen alerts at most; building thousands of items on every
+    // render would stall the page. The rest are counted under the list.
+    const hidden = Math.max(0, list.length - MAX_ALERT_ITEMS) + omittedAlerts;
+    for (const a of list.slice(0, MAX_ALERT_ITEMS)) {
       const li = document.createElement("li");
       li.className = "alert";
       li.dataset.alertId = a.alert_id;
@@ -345,8 +349,8 @@
       ol.appendChild(li);
     }
     const more = $("alerts-omitted");
-    more.textContent = omittedAlerts ? t("omitted", { n: omittedAlerts }) : "";
-    more.classList.toggle("hidden", !omittedAlerts);
+    more.textContent = hidden ? t("omitted", { n: hidden }) : "";
+    more.classList.toggle("hidden", !hidden);
   }
 
   function renderStatic() {

@@ -54,6 +54,11 @@ UNREACHABLE_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # A connection whose server went away while it was idle can be left waiting for a
+    # ReadyForQuery that never comes; its next BEGIN then fails client-side with "cannot
+    # switch to state …; another operation is in progress". The connection is dropped
+    # and the write retried, as for any broken connection.
+    asyncpg.exceptions._base.InternalClientError,
 )
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     *UNREACHABLE_DB_ERRORS,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -625,3 +626,68 @@ async def test_batch_in_flight_when_the_process_is_killed_is_replayed_and_lands_
         if proc.returncode is None:
             proc.terminate()
             await proc.wait()
+
+
+@dataclasses.dataclass
+class _BrokenConnectionOnce:
+    """The real writer, except that its first write fails the way asyncpg fails on a
+    connection the server left half-closed during a shutdown (seen in `ioc chaos`)."""
+
+    inner: Any
+    failed: int = 0
+
+    async def prepare(self, conn: asyncpg.Connection) -> None:
+        await self.inner.prepare(conn)
+
+    async def write(self, conn: asyncpg.Connection, rows: Any) -> int:
+        if not self.failed:
+            self.failed += 1
+            raise asyncpg.exceptions._base.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            )
+        return int(await self.inner.write(conn, rows))
+
+
+async def test_a_connection_left_mid_operation_pauses_and_retries_not_crashes(
+    bootstrap_servers: str, database_url: str, producer: AIOKafkaProducer
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    station, topic = f"HALF-{tag}", f"test.half.{tag}"
+    settings = _settings(bootstrap_servers, database_url)
+    raw = next(s for s in sink_specs(settings) if s.name == "raw")
+    writer = _BrokenConnectionOnce(raw.merge)
+    conn = await asyncpg.connect(database_url)
+    await migrate(conn)
+    registry = CollectorRegistry()
+    sink = Sink(
+        dataclasses.replace(raw, topics=(topic,), merge=writer),
+        bootstrap_servers=bootstrap_servers,
+        database_url=database_url,
+        producer=producer,
+        metrics=SinkMetrics.create(registry),
+        retry_initial_s=settings.sink_retry_initial_s,
+        retry_max_s=settings.sink_retry_max_s,
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(sink.run(stop))
+    try:
+        now = datetime.now(UTC)
+        futures = [await producer.send(topic, air_event(station, i, now)) for i in range(500)]
+        await asyncio.gather(*futures)
+
+        async def all_stored() -> bool:
+            assert not runner.done(), runner  # a crash ends the sink task
+            n = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE source = $1", f"/sensors/air/{station}"
+            )
+            return bool(n == 500)
+
+        await _wait_for(all_stored, 60, "every row after the broken connection")
+        assert writer.failed == 1
+        assert registry.get_sample_value("ioc_sink_db_errors_total", {"sink": "raw"}) == 1
+        assert sink.health.paused_since is None  # paused, then resumed
+        assert "another operation" in (sink.health.last_error or "")
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 30)
+        await conn.close()

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("ioc.commands.simulate", "simulate", "command"),
     "chaos": ("ioc.commands.chaos", "chaos", "command"),
     "up": ("ioc.commands.up", "up", "command"),
+    "bench": ("ioc.commands.bench", "app", "group"),
 }
 console = Console(stderr=True)
 

@@ -88,6 +88,7 @@ class Step:
     lag_series: list[tuple[float, float]] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core
     rss_mb: dict[str, float] = field(default_factory=dict)
+    hops: dict[str, tuple[float, float]] = field(default_factory=dict)  # median, max (s)
 
     def pct(self, q: float) -> float:
         if not self.lags_s:
@@ -126,7 +127,10 @@ class Markers:
         self.bootstrap = bootstrap
         self.token = token
         self.sent: dict[int, float] = {}
-        self.seen: dict[int, float] = {}
+        self.acked: dict[int, float] = {}  # the broker acknowledged the marker (acks=all)
+        self.seen: dict[int, float] = {}  # first update on the wall
+        # first time the marker's station appears on each internal hop
+        self.hops: dict[str, dict[int, float]] = {"partials": {}, "kpi": {}}
         self.subscribed = asyncio.Event()
         self.arrived = asyncio.Event()
 
@@ -174,11 +178,62 @@ class Markers:
                 await producer.send_and_wait(
                     topics.events_topic("air"), encode(event), key=source.encode()
                 )
+                self.acked[n] = time.monotonic()
                 n += 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
         finally:
             await producer.stop()
+
+    async def trace(self, partials_topic: str) -> None:
+        """Watch the stage-1 output (pane partials, keyed `kpi|scope`) and the stage-2
+        output (`ioc.kpi`, keyed `kpi|scope|window`) for the marker stations."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka import TopicPartition as TP
+
+        from events.brokers import refresh_metadata
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, fetch_max_wait_ms=10
+        )
+        await consumer.start()
+        try:
+            await refresh_metadata(consumer)
+            parts = [
+                TP(t, p)
+                for t in (partials_topic, topics.KPI)
+                for p in consumer.partitions_for_topic(t) or ()
+            ]
+            consumer.assign(parts)
+            await consumer.seek_to_end(*parts)
+            needle = f"air.pm25.avg|station:{self.prefix}-".encode()
+            while True:
+                batch = await consumer.getmany(timeout_ms=50)
+                now = time.monotonic()
+                for tp, records in batch.items():
+                    hop = self.hops["kpi" if tp.topic == topics.KPI else "partials"]
+                    for r in records:
+                        if r.key and r.key.startswith(needle):
+                            n = int(r.key[len(needle) :].split(b"|", 1)[0])
+                            hop.setdefault(n, now)
+        finally:
+            await consumer.stop()
+
+    def hop_medians(self, sent_from: float, sent_until: float) -> dict[str, tuple[float, float]]:
+        """Median and max seconds from the send to each hop, for the markers of a step
+        that reached it."""
+        out: dict[str, tuple[float, float]] = {}
+        stages = [("ack", self.acked), ("partials", self.hops["partials"])]
+        stages += [("kpi", self.hops["kpi"]), ("wall", self.seen)]
+        for name, seen in stages:
+            xs = sorted(
+                seen[n] - t
+                for n, t in self.sent.items()
+                if sent_from <= t < sent_until and n in seen
+            )
+            if xs:
+                out[name] = (xs[len(xs) // 2], xs[-1])
+        return out
 
     def lags(self, sent_from: float, sent_until: float, timeout: float) -> list[float]:
         out = []
@@ -273,14 +328,19 @@ async def run_step(
     args: argparse.Namespace,
 ) -> None:
     load: subprocess.Popen[bytes] | None = None
+    load_log: Any = None
     if step.extra_rate:
         rate = str(step.extra_rate)
         duration = str(step.seconds + 5)
+        load_log = (OUT_DIR / f"load-{step.extra_rate}.log").open("wb")
         load = _spawn(
             [
                 *("simulate", "--rate", rate, "--producer", "aiokafka", "--no-live"),
                 *("--seed", rate, "--duration", duration),
-            ]
+            ],
+            load_log,
+            # (no metrics port: the demo's simulator holds IOC_SIM_METRICS_PORT)
+            env={**os.environ, "IOC_SIM_METRICS_PORT": "0"},
         )
         groups = {**groups, "load generator": [load.pid]}
     begin = time.monotonic()
@@ -313,9 +373,14 @@ async def run_step(
     step.kpi_rate = rate(streams0, streams1, "ioc_streams_kpi_records_total")
     step.sink_rate = rate(storage0, storage1, "ioc_sink_rows_total")
     if load is not None:
+        if load.poll() not in (None, 0):
+            raise SystemExit(
+                f"the load generator failed ({load.returncode}): see {OUT_DIR}/load-*.log"
+            )
         with contextlib.suppress(ProcessLookupError):
             os.killpg(load.pid, signal.SIGTERM)
         load.wait()
+        load_log.close()
     # Markers sent during the step: wait until each arrived or timed out.
     end = begin + seconds
     while any(
@@ -327,6 +392,7 @@ async def run_step(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(markers.arrived.wait(), 0.5)
     step.lags_s = markers.lags(begin, end, args.marker_timeout)
+    step.hops = markers.hop_medians(begin, end)
 
 
 def _ms(s: float) -> str:
@@ -352,6 +418,20 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
         + " |"
         for n in names
     ]
+    hop_names = (
+        ("ack", "acked by the broker"),
+        ("partials", "stage 1 output (`ioc.streams.partials`)"),
+        ("kpi", "stage 2 output (`ioc.kpi`)"),
+        ("wall", "websocket client (the wall)"),
+    )
+    hop_rows = [
+        f"| {label} | "
+        + " | ".join(
+            f"{s.hops[key][0]:.2f} / {s.hops[key][1]:.2f}" if key in s.hops else "-" for s in steps
+        )
+        + " |"
+        for key, label in hop_names
+    ]
     sustained = [s.input_rate for s in steps if s.sustained]
     best = max(sustained) if sustained else 0.0
     chart = _chart(steps, broker)
@@ -366,6 +446,10 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
         + "\n".join(rows)
         + f"\n\nHighest input rate sustained with flat lag: **{best:,.0f} ev/s**.\n\n"
+        "Where the time goes: seconds from the marker's send to its first appearance on "
+        "each hop, median / max over the markers of the step:\n\n"
+        "| hop | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
+        "|---|" + "---:|" * len(steps) + "\n" + "\n".join(hop_rows) + "\n\n"
         "CPU (% of one core) / peak RSS (MB) per process, per step:\n\n"
         "| process | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
         "|---|"
@@ -437,6 +521,7 @@ async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
             broker = "Tansu" if is_tansu(settings.bootstrap_servers) else "Apache Kafka"
             markers = Markers(settings.bootstrap_servers, args.token)
             tasks.append(asyncio.create_task(markers.watch()))
+            tasks.append(asyncio.create_task(markers.trace("ioc.streams.partials")))
             await asyncio.wait_for(markers.subscribed.wait(), 30)
             tasks.append(asyncio.create_task(markers.send(args.marker_interval, stop)))
             consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)

@@ -588,3 +588,66 @@ async def test_a_large_alert_snapshot_is_bounded_most_severe_first_and_says_how_
                 )
         finally:
             await conn.close()
+
+
+async def test_a_restarted_server_resyncs_with_every_window_since_the_clients_oldest(
+    bootstrap_servers: str, database: str, producer: AIOKafkaProducer
+) -> None:
+    """A client of a server that restarted gets a snapshot (`other_server`); with
+    `windows_since` it carries every window from then on, not only the newest: the final
+    revisions published while the server was down (some only in the database, some only
+    on the stream, read back from `IOC_WS_KPI_REWIND_S` ago)."""
+    tag = uuid.uuid4().hex[:6].upper()
+    scope = f"station:{tag}"
+    stored = [
+        replace(kpi("air.pm25.avg", scope, 10 + i, offset=i - 4, revision=3), final=True)
+        for i in range(2)
+    ]
+    conn = await asyncpg.connect(database)
+    try:
+        async with conn.transaction():
+            await writers.KPI_WINDOWS.prepare(conn)
+            await writers.KPI_WINDOWS.write(conn, [kpi_row(r) for r in stored])
+    finally:
+        await conn.close()
+    streamed = [
+        replace(kpi("air.pm25.avg", scope, 12, offset=-2, revision=4), final=True),
+        kpi("air.pm25.avg", scope, 13, offset=-1, revision=1),
+    ]
+    await publish_kpis(producer, streamed)  # while no server runs
+    settings = WsSettings(bootstrap_servers=bootstrap_servers, database_url=database, ws_port=0)
+    async with WsApp(settings) as restarted:
+        await server_holds(restarted, streamed)
+        ws = await authed(restarted, "wall-viewer")
+        spec = {"channel": "kpi", "kpis": ["air.pm25.avg"], "scopes": [scope]}
+        gone = {"epoch": "before", "seq": 7}
+        since = int(stored[0].window_start.timestamp() * 1000)
+        snap = await subscribe(ws, sub="all", **spec, resume=gone, windows_since=since)
+        assert (snap["type"], snap["resync"]) == ("snapshot", "other_server")
+        got = [(i["value"], i["final"]) for i in snap["items"]]
+        assert got == [(10.0, True), (11.0, True), (12.0, True), (13.0, False)]
+        newest = await subscribe(ws, sub="newest", **spec, resume=gone)
+        assert [i["value"] for i in newest["items"]] == [13.0]
+        await ws.close()
+
+
+async def test_no_websocket_before_the_stream_is_read() -> None:
+    """Until the bridge has its partitions the handshake is refused (503): a snapshot
+    taken earlier could miss what is published before the stream is read."""
+    from ws.server import PushServer
+    from ws.snapshot import NoSnapshotSource
+
+    async def no_commands(_command: AlertCommand) -> None:
+        return None
+
+    server = PushServer(WsSettings(ws_port=0), NoSnapshotSource(), no_commands)
+    await server.start()
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://127.0.0.1:{server.port}/ws")
+        assert refused.value.response.status_code == 503
+        server.consumer_ready = True
+        ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
+        await ws.close()
+    finally:
+        await server.stop()

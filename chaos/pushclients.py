@@ -32,6 +32,7 @@ from chaos.observe import COUNT_KPI
 log = structlog.get_logger("chaos.pushclients")
 
 WINDOW_MS = 60_000
+WATCH_MARGIN_MS = 300_000  # more than any allowed lateness of the runs
 WindowKey = tuple[str, int]  # station, window start (epoch ms)
 
 
@@ -59,14 +60,22 @@ class ClientState:
     frames: Counter[str] = field(default_factory=Counter)  # resumed / snapshot / resync:*
     seq_errors: int = 0  # an update whose seq did not grow within one epoch
     ready_at: float = 0.0  # monotonic: when the last connection had both subscriptions
+    watching_since_ms: int | None = None  # wall clock of the first subscribe answer
 
     def windows_since(self) -> int | None:
         """Where a resync snapshot must start so that nothing is missed: the oldest window
-        that is not final yet, else the newest window held (None: nothing held yet)."""
+        that is not final yet, else the newest window held, else (nothing held yet) a
+        margin before the first subscription (a late event may open an older window);
+        None before the first subscription."""
         open_ = [k[1] for k, h in self.windows.items() if not h.final]
         if open_:
             return min(open_)
-        return max((k[1] for k in self.windows), default=None)
+        if self.windows:
+            return max(k[1] for k in self.windows)
+        if self.watching_since_ms is None:
+            return None
+        since = self.watching_since_ms - WATCH_MARGIN_MS
+        return since - since % WINDOW_MS
 
     def subscribe(self, sub: str, channel: str, scopes: list[str]) -> dict[str, Any]:
         frame: dict[str, Any] = {"op": "subscribe", "sub": sub, "channel": channel}
@@ -84,6 +93,8 @@ class ClientState:
         kind = frame.get("type")
         channel = str(frame.get("channel", ""))
         if kind in ("snapshot", "resumed"):
+            if self.watching_since_ms is None:
+                self.watching_since_ms = int(time.time() * 1000)
             if frame.get("epoch") != self.epoch:
                 self.epoch = str(frame["epoch"])
             self.seq[channel] = int(frame["seq"])

@@ -113,6 +113,9 @@ def test_a_push_client_applies_by_revision_and_resumes_from_its_oldest_open_wind
     assert "resume" not in first and "windows_since" not in first  # nothing held yet
     snap = {"type": "snapshot", "channel": "kpi", "epoch": "e1", "seq": 5, "items": []}
     assert st.apply(snap)
+    watched = st.windows_since()  # nothing held: from a margin before the subscription
+    assert watched is not None and watched % 60_000 == 0
+    assert 0 < time.time() * 1000 - watched < 6 * 60_000
     st.apply(
         {
             "type": "update",

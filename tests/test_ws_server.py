@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -651,3 +652,72 @@ async def test_no_websocket_before_the_stream_is_read() -> None:
         await ws.close()
     finally:
         await server.stop()
+
+
+async def test_chaos_clients_resume_through_a_restart_with_every_final_window(
+    bootstrap_servers: str, database: str, producer: AIOKafkaProducer
+) -> None:
+    """The clients of `ioc chaos`' push server row, on a real server restarted on its
+    port: windows that became final while it was down (published then, or only in the
+    database) reach all 50 clients; none holds a gap at the end."""
+    from chaos.pushclients import Fleet, gaps
+
+    tag = uuid.uuid4().hex[:6].upper()
+    stations = [f"{tag}-{i}" for i in range(3)]
+    base = minute()
+
+    def window(station: str, offset: int, count: int, final: bool) -> KpiRecord:
+        start = base + timedelta(minutes=offset)
+        return KpiRecord(
+            "air.pm25.avg",
+            f"station:{station}",
+            start,
+            start + timedelta(seconds=60),
+            float(count),
+            count,
+            final=final,
+            revision=count,
+        )
+
+    settings = WsSettings(bootstrap_servers=bootstrap_servers, database_url=database, ws_port=0)
+    first = WsApp(settings)
+    await first.start()
+    port = first.server.port
+    fleet = Fleet(f"ws://127.0.0.1:{port}/ws?token=wall-viewer", stations, 50, seed=1)
+    try:
+        await fleet.start(within_s=30)
+        await publish_kpis(producer, [window(s, o, 1, False) for s in stations for o in (-6, -5)])
+        await server_holds(first, [window(s, -5, 1, False) for s in stations])
+        await first.stop()
+        down_at = time.monotonic()
+        # While the server is down: finals on the stream, and some only in the database.
+        await publish_kpis(producer, [window(s, -6, 4, True) for s in stations])
+        await publish_kpis(producer, [window(s, -4, 1, False) for s in stations])
+        conn = await asyncpg.connect(database)
+        try:
+            async with conn.transaction():
+                await writers.KPI_WINDOWS.prepare(conn)
+                only_db = [kpi_row(window(s, -5, 3, True)) for s in stations]
+                await writers.KPI_WINDOWS.write(conn, only_db)
+        finally:
+            await conn.close()
+        second = WsApp(settings.model_copy(update={"ws_port": port}))
+        await second.start()
+        try:
+            await fleet.wait_ready(down_at, 30)
+            await publish_kpis(producer, [window(s, -4, 2, True) for s in stations])
+            finals = {
+                (s, int((base + timedelta(minutes=o)).timestamp() * 1000)): n
+                for s in stations
+                for o, n in ((-6, 4), (-5, 3), (-4, 2))
+            }
+            loop = asyncio.get_running_loop()
+            end = loop.time() + TIMEOUT
+            while not gaps(fleet.states, finals).ok:
+                assert loop.time() < end, gaps(fleet.states, finals).details
+                await asyncio.sleep(0.05)  # polling interval of the condition above
+            assert all(st.frames["resync:other_server"] == 2 for st in fleet.states)
+        finally:
+            await second.stop()
+    finally:
+        await fleet.stop()

@@ -58,6 +58,9 @@ class Fault:
         """After the run settled: a check of its own (the clients' windows), if any."""
         return None
 
+    async def close(self) -> None:
+        """At the end of the run, whatever happened: stop what :meth:`prepare` started."""
+
     async def run(self, stack: Stack, duration_s: float, rng: random.Random) -> Outcome:
         before = await metric(stack.ports.streams, "ioc_streams_duplicates_total")
         await asyncio.sleep(duration_s)  # the scenario's length: nothing is done meanwhile
@@ -278,6 +281,10 @@ class RestartPush(Fault):
             + ", ".join(f"{k} {v}" for k, v in sorted(frames.items()))
         )
         return out
+
+    async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop()
 
     def waiting(self, finals: dict[tuple[str, int], int]) -> int:
         if self.fleet is None:

@@ -205,6 +205,8 @@ async def run(
             log.warning("components exited by themselves", exits=stack.unexpected_exits)
         return Result(rows, bad)
     finally:
+        for sc in cfg.scenarios:
+            await sc.fault.close()
         for w in ways:
             await w.stop()
         await ticker.stop()

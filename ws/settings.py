@@ -50,6 +50,9 @@ class WsSettings(BaseSettings):
     ws_history_points: int = Field(default=240, ge=1)
     # Read ioc.alerts from the beginning at start so the open alerts are known.
     ws_alerts_from_beginning: bool = True
+    # At start, read ioc.kpi from this many seconds back (not from the end): a restarted
+    # server then knows what was published while it was down (0: from the end).
+    ws_kpi_rewind_s: float = Field(default=120.0, ge=0)
     ws_consumer_poll_ms: int = Field(default=50, ge=1)
 
     @field_validator("ws_tokens")

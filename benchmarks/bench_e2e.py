@@ -436,7 +436,8 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
     best = max(sustained) if sustained else 0.0
     chart = _chart(steps, broker)
     body = (
-        f"Broker: {broker}. {machine_note(load)} A fresh stack (its own state directory) "
+        f"Broker: {broker}; stream engine: {args.engine}. {machine_note(load)} "
+        "A fresh stack (its own state directory) "
         f"warms up for {args.warmup:.0f} s, then each step runs {args.step_seconds:.0f} s; "
         f"a marker every {args.marker_interval:g} s; a marker not on the wall within "
         f"{args.marker_timeout:.0f} s counts as never (it stays in the percentiles).\n\n"
@@ -469,7 +470,8 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
     if 0 in by_rate:
         figures[f"kpi_records_per_event_demo{suffix}"] = round(by_rate[0].kpi_per_event, 2)
     cmd = (
-        f".venv/bin/python -m benchmarks.bench_e2e --broker {args.broker} --steps "
+        f".venv/bin/python -m benchmarks.bench_e2e --broker {args.broker} "
+        f"--engine {args.engine} --steps "
         f"{args.steps} --step-seconds {args.step_seconds:g}"
     )
     record(f"bench_e2e-{args.broker}", cmd, body, figures)
@@ -571,6 +573,7 @@ def fresh_stack(args: argparse.Namespace) -> dict[str, str]:
     state_dir.mkdir(parents=True)
     (state_dir / ".bench-e2e").touch()
     env = {**os.environ, **STACK_ENV, "IOC_BROKER": args.broker, "IOC_STATE_DIR": str(state_dir)}
+    env["IOC_STREAMS_ENGINE"] = args.engine
     os.environ.update(env)
     return env
 
@@ -590,6 +593,7 @@ def services_down(state_dir: Path, broker: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--broker", choices=["kafka", "tansu"], required=True)
+    parser.add_argument("--engine", choices=["faust", "aiokafka"], default="faust")
     parser.add_argument("--steps", default="0,1000,5000,10000,20000")
     parser.add_argument("--step-seconds", type=float, default=60)
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before step 1")

@@ -30,7 +30,8 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     # HTTP (IOC_INGEST_HTTP_PORT, 8081) and MQTT (ioc/events/#) gateways into Kafka.
     components.append(Component("ingest", python_module("ioc", "ingest", "serve"), env))
     # Stream worker: ioc.events.* -> windows/KPIs on ioc.kpi, bad records on ioc.deadletter
-    # (health + Prometheus metrics on IOC_STREAMS_HTTP_PORT, 8091).
+    # (health + Prometheus metrics on IOC_STREAMS_HTTP_PORT, 8091). Faust-hosted unless
+    # IOC_STREAMS_ENGINE=aiokafka.
     components.append(
         Component("streams", python_module("ioc", "streams", "worker", "--no-progress"), env)
     )

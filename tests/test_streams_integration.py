@@ -58,6 +58,8 @@ class Topics:
             "IOC_STREAMS_STATE_TOPIC": f"test.{self.tag}.{group}.state",
             "IOC_STREAMS_HTTP_PORT": "0",
             "IOC_STREAMS_IDLE_TIMEOUT_S": "4",
+            # the getmany engine here; tests/test_streams_faust.py runs the Faust-hosted one
+            "IOC_STREAMS_ENGINE": "aiokafka",
         }
 
 

@@ -104,6 +104,7 @@ async def test_worker_exits_rather_than_run_partitions_without_state(
         "IOC_STREAMS_PARTIALS_TOPIC": f"test.{tag}.partials",
         "IOC_STREAMS_STATE_TOPIC": state,
         "IOC_STREAMS_HTTP_PORT": "0",
+        "IOC_STREAMS_ENGINE": "aiokafka",
         # far too short to read 30,000 state records: the restore must fail
         "IOC_STREAMS_RESTORE_TIMEOUT_S": "0",
     }

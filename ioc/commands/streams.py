@@ -14,7 +14,7 @@ app = typer.Typer(help="Stream processing: event-time windows and KPIs.", no_arg
 console = Console(stderr=True)
 
 
-async def _run(show_progress: bool, engine: str = "aiokafka") -> None:
+async def _run(show_progress: bool, engine: str = "faust") -> None:
     from streams.settings import StreamsSettings
     from streams.worker import Worker
 
@@ -48,9 +48,10 @@ async def _run(show_progress: bool, engine: str = "aiokafka") -> None:
 def worker(
     progress: bool = typer.Option(True, help="show a live progress line on the terminal"),
     engine: str = typer.Option(
-        "aiokafka",
+        "faust",
         envvar="IOC_STREAMS_ENGINE",
-        help="aiokafka: getmany adapters (fastest); faust: the same stages hosted by a faust.App",
+        help="faust: the stages hosted by a faust.App (default); aiokafka: the same stages "
+        "behind plain getmany adapters",
     ),
 ) -> None:
     """Run a stream worker until Ctrl-C (settings from IOC_STREAMS_* and IOC_BOOTSTRAP_SERVERS)."""

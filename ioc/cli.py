@@ -7,9 +7,11 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from events.errors import IocError
 from ioc import services
+from ioc.broker_guard import tansu_guard
 from ioc.commands import alerts as alerts_cmd
 from ioc.commands import catalogue as catalogue_cmd
 from ioc.commands import chaos as chaos_cmd
@@ -64,8 +66,15 @@ def up(
         f"running {len(components)} component(s): "
         f"{', '.join(c.name for c in components) or 'none yet'} — Ctrl-C stops"
     )
+    # Our Tansu holds every record in memory: restart it when it passes its cap.
+    guard = tansu_guard(settings, lambda line: console.print(f"broker-guard | {escape(line)}"))
+    if guard is not None:
+        console.print(
+            f"Tansu memory cap: {settings.tansu_max_rss_mb} MiB (IOC_TANSU_MAX_RSS_MB); "
+            "passing it restarts the broker and the components"
+        )
     try:
-        asyncio.run(Supervisor(components, console).run())
+        asyncio.run(Supervisor(components, console, [guard.watch] if guard else []).run())
     finally:
         if started and not keep_services:
             stopped = services.down(settings, tuple(started))

@@ -63,12 +63,27 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stopping.set)
         tasks = [asyncio.create_task(self._keep_running(c)) for c in self._components]
         tasks += [asyncio.create_task(self._guarded(g)) for g in self._guards]
-        await self._stopping.wait()
-        self._console.print("[bold]stopping components…[/]")
-        await self._stop_all()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self._stopping.wait()
+            self._console.print("[bold]stopping components…[/]")
+            for task in tasks[len(self._components) :]:
+                task.cancel()  # the guards first: no pause may start during the stop
+            await self._stop_all()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def stop(self) -> None:
+        """Stop every component and return from :meth:`run` (as SIGTERM does)."""
+        self._stopping.set()
+
+    def pid(self, name: str) -> int | None:
+        """The pid of the component's current process, None when it does not run."""
+        proc = self._procs.get(name)
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     async def _guarded(self, guard: Guard) -> None:
         try:

@@ -67,7 +67,11 @@ def up(
         f"{', '.join(c.name for c in components) or 'none yet'} — Ctrl-C stops"
     )
     # Our Tansu holds every record in memory: restart it when it passes its cap.
-    guard = tansu_guard(settings, lambda line: console.print(f"broker-guard | {escape(line)}"))
+    guard = tansu_guard(
+        settings,
+        # soft_wrap: one JSON line stays one line, whatever the terminal width
+        lambda line: console.print(f"broker-guard | {escape(line)}", soft_wrap=True),
+    )
     if guard is not None:
         console.print(
             f"Tansu memory cap: {settings.tansu_max_rss_mb} MiB (IOC_TANSU_MAX_RSS_MB); "

@@ -95,6 +95,60 @@ def test_the_notice_lasts_from_the_restart_for_the_notice_time(tmp_path: Path) -
     assert broker_restart_notice({"at": "2026-12-04T05:07:30"}, at, 1800) is None  # naive
 
 
+# A component that, on SIGTERM, appends "<name> <whether the source had already exited>"
+# to a file and exits; it writes its pid to "<file>.<name>" when it starts.
+_STOPPABLE = """
+import os, signal, sys, time
+name, out = sys.argv[1], sys.argv[2]
+with open(out + "." + name, "w") as f:
+    f.write(str(os.getpid()))
+def stop(*_):
+    with open(out, "a") as f:
+        f.write(f"{name} {os.path.exists(out + '.source-gone')}\\n")
+    if name == "source":
+        open(out + ".source-gone", "w").close()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(1)  # waits for its signal
+"""
+
+
+async def test_a_pause_stops_the_sources_first_runs_the_action_then_starts_everything_again(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "stops"
+    script = tmp_path / "stoppable.py"
+    script.write_text(_STOPPABLE)
+
+    def comp(name: str, source: bool) -> Component:
+        return Component(name, [sys.executable, str(script), name, str(out)], source=source)
+
+    console = io.StringIO()
+    sup = Supervisor([comp("sink", False), comp("source", True)], Console(file=console))
+    run = asyncio.create_task(sup.run())
+    try:
+        pid_files = [Path(f"{out}.sink"), Path(f"{out}.source")]
+        await _until(lambda: all(p.exists() and p.read_text() for p in pid_files), 30, "starts")
+        first = {p.name: p.read_text() for p in pid_files}
+        for p in pid_files:
+            p.unlink()
+        seen: list[tuple[int | None, int | None]] = []
+
+        async def action() -> None:
+            seen.append((sup.pid("sink"), sup.pid("source")))
+
+        await sup.pause(action)
+        assert seen == [(None, None)]  # nothing ran during the action
+        assert out.read_text().split("\n")[:2] == ["source False", "sink True"]
+        await _until(lambda: all(p.exists() and p.read_text() for p in pid_files), 30, "restarts")
+        assert {p.name: p.read_text() for p in pid_files} != first
+        assert "exited with" not in console.getvalue()  # a pause is not a crash
+    finally:
+        sup.stop()
+        await asyncio.wait_for(run, 30)
+
+
 # --- the real thing -----------------------------------------------------------------------
 
 

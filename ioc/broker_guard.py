@@ -169,7 +169,10 @@ class BrokerGuard:
         )
         try:
             while True:
-                await self.check(supervisor)
+                try:
+                    await self.check(supervisor)
+                except Exception as exc:  # e.g. the broker did not come back: say so, go on
+                    self.log("broker.restart_failed", error=str(exc)[:2000])
                 await asyncio.sleep(self.settings.tansu_check_interval_s)
         finally:
             await runner.cleanup()

@@ -98,7 +98,7 @@ def test_the_notice_lasts_from_the_restart_for_the_notice_time(tmp_path: Path) -
 # A component that, on SIGTERM, appends "<name> <whether the source had already exited>"
 # to a file and exits; it writes its pid to "<file>.<name>" when it starts.
 _STOPPABLE = """
-import os, signal, sys, time
+import os, signal, sys
 name, out = sys.argv[1], sys.argv[2]
 with open(out + "." + name, "w") as f:
     f.write(str(os.getpid()))
@@ -110,7 +110,7 @@ def stop(*_):
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 while True:
-    time.sleep(1)  # waits for its signal
+    signal.pause()
 """
 
 
@@ -251,7 +251,7 @@ async def test_tansu_over_its_cap_is_restarted_with_its_topics_and_the_wall_says
             "IOC_WS_BROKER_RESTARTS_FILE": str(restarts_file(settings)),
         }
         # A source (stopped first) beside the push server: a process that just waits.
-        waiter = [sys.executable, "-c", "import time; time.sleep(3600)"]
+        waiter = [sys.executable, "-c", "import signal; signal.pause()"]
         components = [
             Component("source", waiter, source=True),
             Component("ws", python_module("ioc", "ws", "serve"), env),

@@ -237,10 +237,10 @@ def tansu_guard(settings: ServiceSettings, say: Callable[[str], None]) -> Broker
     Tansu we did not start and must not restart)."""
     from ioc.services import broker
 
-    if settings.tansu_max_rss_mb <= 0 or not broker.ours_tansu(settings):
-        return None
     with contextlib.suppress(FileNotFoundError):
         restarts_file(settings).unlink()  # a notice of an earlier run is not this run's
+    if settings.tansu_max_rss_mb <= 0 or not broker.ours_tansu(settings):
+        return None
     return BrokerGuard(
         settings,
         pid=lambda: broker.tansu_pid(settings),

@@ -22,6 +22,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -256,13 +257,17 @@ def broker_restarts(series: dict[str, list[tuple[float, int]]], log: Path) -> st
     before = [r["rss_before_mb"] for r in restarts if "rss_before_mb" in r]
     after = [r["rss_after_mb"] for r in restarts if r.get("rss_after_mb") is not None]
     rss = " ".join(f"{v / 1024:.0f}" for _, v in series.get("rss_broker_kb", []))
+
+    def span(values: list[Any], unit: str, fmt: str = "{:.0f}") -> str:
+        lo, hi = fmt.format(min(values, default=0)), fmt.format(max(values, default=0))
+        return f"{lo} {unit}" if lo == hi else f"{lo}-{hi} {unit}"
+
     return (
-        f"\n\nBroker restarts by the memory cap: {len(restarts)} "
-        f"(RSS before {min(before, default=0)}-{max(before, default=0)} MB, right after "
-        f"{min(after, default=0)}-{max(after, default=0)} MB; components stopped, broker "
-        f"restarted with its topics and components started again in "
-        f"{min(took, default=0):.1f}-{max(took, default=0):.1f} s). Broker RSS per sample "
-        f"(MB): {rss}."
+        f"\n\nBroker restarts by the memory cap: {len(restarts)} (broker RSS "
+        f"{span(before, 'MB')} before, {span(after, 'MB')} right after; each pause, from "
+        f"stopping the components to the broker serving its re-created topics, took "
+        f"{span(took, 's', '{:.1f}')}, then the components started again). Broker RSS per "
+        f"sample (MB): {rss}."
     )
 
 

@@ -36,8 +36,8 @@ class ServiceSettings(BaseSettings):
     kafka_heap: str = "512m"
     # Tansu keeps every record in memory (no retention): when `ioc up` runs our Tansu, the
     # supervisor restarts it once its resident memory passes this many MiB (0: never; see
-    # docs/reliability.md). At the demo rate (about 3.5 GB an hour) 2048 MiB means a
-    # restart about every 35 minutes, and the whole demo stays within about 3.5 GB.
+    # docs/reliability.md). At the demo rate (3.5 to 8 GB an hour, measured) 2048 MiB means
+    # a restart every 15 to 35 minutes, and the whole demo stays within about 3.5 GB.
     tansu_max_rss_mb: int = Field(default=2048, ge=0)
     # How often the broker's memory is read, and the least time between two restarts (a
     # cap below what an empty Tansu needs must not restart it in a loop).

@@ -43,15 +43,18 @@ RESTARTS_FILE = "broker-restarts.json"
 
 @dataclass(slots=True)
 class MemoryCap:
-    """When to restart: the RSS is at or above the cap and the last restart (if any) is
-    at least ``min_interval_s`` ago. A cap of 0 never restarts."""
+    """When to restart: the RSS is at or above the cap (or, with ``retry``, the broker
+    is missing after a restart of ours failed) and the last restart (if any) is at least
+    ``min_interval_s`` ago. A cap of 0 never restarts."""
 
     cap_bytes: int
     min_interval_s: float = 60.0
     last_restart: float | None = None
 
-    def should_restart(self, rss_bytes: int | None, now: float) -> bool:
-        if self.cap_bytes <= 0 or rss_bytes is None or rss_bytes < self.cap_bytes:
+    def should_restart(self, rss_bytes: int | None, now: float, *, retry: bool = False) -> bool:
+        if self.cap_bytes <= 0:
+            return False
+        if not retry and (rss_bytes is None or rss_bytes < self.cap_bytes):
             return False
         return self.last_restart is None or now - self.last_restart >= self.min_interval_s
 
@@ -74,11 +77,13 @@ def restarts_file(settings: ServiceSettings) -> Path:
     return settings.state_dir / RESTARTS_FILE
 
 
-def write_restart(path: Path, *, at: datetime, rss: int, cap: int, count: int) -> None:
+def write_restart(
+    path: Path, *, at: datetime, rss: int, cap: int, count: int, reason: str = "memory_cap"
+) -> None:
     """Record the latest restart (atomically: the push server may read it meanwhile)."""
     record = {
         "at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "reason": "memory_cap",
+        "reason": reason,
         "rss_mb": round(rss / MIB),
         "cap_mb": round(cap / MIB),
         "restarts": count,
@@ -135,6 +140,7 @@ class BrokerGuard:
         self.cap_gauge.set(self.cap.cap_bytes)
         self.count = 0
         self.http_port: int | None = None
+        self.failed = False  # the last restart raised: the broker may not run at all
 
     def log(self, event: str, **fields: Any) -> None:
         """One structured (JSON) line on the supervisor's output."""
@@ -172,6 +178,7 @@ class BrokerGuard:
                 try:
                     await self.check(supervisor)
                 except Exception as exc:  # e.g. the broker did not come back: say so, go on
+                    self.failed = True  # and try again after the interval if it is missing
                     self.log("broker.restart_failed", error=str(exc)[:2000])
                 await asyncio.sleep(self.settings.tansu_check_interval_s)
         finally:
@@ -184,13 +191,15 @@ class BrokerGuard:
         if rss is not None:
             self.rss.set(rss)
         now = time.monotonic()
-        if not self.cap.should_restart(rss, now):
+        retry = self.failed and pid is None
+        if not self.cap.should_restart(rss, now, retry=retry):
             return False
-        assert rss is not None
         self.cap.restarted(now)
+        reason = "restart_failed" if retry else "memory_cap"
+        rss = rss or 0
         self.log(
             "broker.restarting",
-            reason="memory_cap",
+            reason=reason,
             rss_mb=round(rss / MIB),
             cap_mb=self.settings.tansu_max_rss_mb,
         )
@@ -199,14 +208,16 @@ class BrokerGuard:
 
         async def restart() -> None:
             await asyncio.to_thread(self._restart)
+            self.failed = False
             self.count += 1
-            self.restarts.labels("memory_cap").inc()
+            self.restarts.labels(reason).inc()
             write_restart(
                 restarts_file(self.settings),
                 at=at,
                 rss=rss,
                 cap=self.cap.cap_bytes,
                 count=self.count,
+                reason=reason,
             )
 
         await supervisor.pause(restart)
@@ -216,7 +227,7 @@ class BrokerGuard:
             self.rss.set(after)
         self.log(
             "broker.restarted",
-            reason="memory_cap",
+            reason=reason,
             rss_before_mb=round(rss / MIB),
             rss_after_mb=round(after / MIB) if after is not None else None,
             restarts=self.count,

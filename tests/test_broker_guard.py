@@ -62,6 +62,16 @@ def test_a_cap_of_zero_never_restarts() -> None:
     assert not MemoryCap(cap_bytes=0).should_restart(10**12, 0.0)
 
 
+def test_a_broker_missing_after_a_failed_restart_is_started_again_after_the_interval() -> None:
+    cap = MemoryCap(cap_bytes=100 * MIB, min_interval_s=60)
+    cap.restarted(0.0)  # ... and that restart failed: no broker, no RSS
+    assert not cap.should_restart(None, 30.0, retry=True)
+    assert cap.should_restart(None, 60.0, retry=True)
+    assert not cap.should_restart(
+        None, 60.0
+    )  # without a failure a missing broker is not ours to start
+
+
 def test_rss_of_a_live_process_and_of_none() -> None:
     assert (rss_bytes(os.getpid()) or 0) > 1 * MIB
     assert rss_bytes(2**22 + 12345) is None  # above pid_max: no such process

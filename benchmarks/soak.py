@@ -89,28 +89,39 @@ def _pid_of(settings: ServiceSettings, name: str) -> int | None:
         return None
 
 
-def sample(settings: ServiceSettings, demo_pid: int) -> dict[str, int]:
-    """RSS (kB) of each process group and disk (kB) of each data directory."""
+def process_groups(settings: ServiceSettings, demo_pid: int) -> dict[str, list[int]]:
+    """The processes of the running demo by name: the broker, TimescaleDB (every postgres
+    process), Mosquitto, each component `ioc up` started (with its children) and `ioc up`
+    itself."""
     kids = _children()
-    out: dict[str, int] = {}
+    out: dict[str, list[int]] = {}
     for name, label in (("kafka", "broker"), ("broker", "broker"), ("mosquitto", "mosquitto")):
         pid = _pid_of(settings, name)
         if pid is not None and _rss_kb(pid):
-            out[f"rss_{label}_kb"] = sum(_rss_kb(p) for p in _tree(pid, kids))
+            out[label] = _tree(pid, kids)
     services = {_pid_of(settings, n) for n in ("kafka", "broker", "mosquitto", "timescaledb")}
     db = _pid_of(settings, "timescaledb")
     if db is not None:
-        # Every postgres process, summed: shared buffers are counted once per process
-        # that touched them, so this over-states the total; its growth is what matters.
-        out["rss_timescaledb_kb"] = sum(_rss_kb(p) for p in _tree(db, kids))
+        out["timescaledb"] = _tree(db, kids)
     for pid in kids.get(demo_pid, ()):
         if pid in services:  # started by `ioc up`, counted above
             continue
         argv = _cmd(pid)
         words = [a for a in argv[1:] if a and not a.startswith("-")]
         name = "-".join(words[1:3]) if words[:1] == ["ioc"] else "-".join(words[:1])
-        out[f"rss_{name or pid}_kb"] = sum(_rss_kb(p) for p in _tree(pid, kids))
-    out["rss_ioc_up_kb"] = _rss_kb(demo_pid)
+        out[name or str(pid)] = _tree(pid, kids)
+    out["ioc_up"] = [demo_pid]
+    return out
+
+
+def sample(settings: ServiceSettings, demo_pid: int) -> dict[str, int]:
+    """RSS (kB) of each process group and disk (kB) of each data directory."""
+    out: dict[str, int] = {}
+    for name, pids in process_groups(settings, demo_pid).items():
+        # TimescaleDB: every postgres process, summed: shared buffers are counted once per
+        # process that touched them, so this over-states the total; its growth is what
+        # matters.
+        out[f"rss_{name}_kb"] = sum(_rss_kb(p) for p in pids)
     out["disk_broker_kb"] = _du_kb(apache_kafka.data_dir(settings))
     out["disk_timescaledb_kb"] = _du_kb(
         timescale.rootfs_path(settings) / "var" / "lib" / "ioc" / f"pg-{settings.db_port}"

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import structlog
 
+from chaos.pushclients import Fleet, Gaps, gaps
 from chaos.stack import Process, Stack, metric, wait_http, wait_log
 from ioc.services import timescale
 
@@ -41,6 +44,23 @@ class Fault:
     def injected(self) -> str:
         return "-"
 
+    engine: str | None = None  # the stream worker's engine for the row (None: the run's)
+    needs_ws: bool = False  # the row needs the push server in the stack
+
+    async def prepare(self, stack: Stack, stations: list[str]) -> None:
+        """Before the row's events are sent (e.g. clients that watch its stations)."""
+
+    def waiting(self, finals: dict[tuple[str, int], int]) -> int:
+        """What the run must still wait for besides the final windows (0: nothing)."""
+        return 0
+
+    async def finish(self, finals: dict[tuple[str, int], int]) -> Gaps | None:
+        """After the run settled: a check of its own (the clients' windows), if any."""
+        return None
+
+    async def close(self) -> None:
+        """At the end of the run, whatever happened: stop what :meth:`prepare` started."""
+
     async def run(self, stack: Stack, duration_s: float, rng: random.Random) -> Outcome:
         before = await metric(stack.ports.streams, "ioc_streams_duplicates_total")
         await asyncio.sleep(duration_s)  # the scenario's length: nothing is done meanwhile
@@ -62,7 +82,7 @@ class KillStreams(Fault):
     """SIGKILL the stream worker ``times`` times at random points; restarted at once."""
 
     times: int = 10
-    engine: str = "aiokafka"
+    engine: str | None = "aiokafka"
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -201,3 +221,78 @@ class RestartIngest(Fault):
             "unanswered sends were retried (HTTP) or redelivered (MQTT session)"
         )
         return out
+
+
+@dataclass
+class RestartPush(Fault):
+    """The push server restarted ``times`` times (SIGKILL and SIGTERM in turn) while
+    ``clients`` websocket clients watch the row's stations and its events flow."""
+
+    times: int = 3
+    clients: int = 50
+    fleet: Fleet | None = None
+    needs_ws: bool = True
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return (
+            f"push server restarted while {self.clients} clients are connected "
+            "(they resume with no gap, by seq)"
+        )
+
+    @property
+    def injected(self) -> str:
+        return f"{self.times} × restart (SIGKILL / SIGTERM)"
+
+    async def prepare(self, stack: Stack, stations: list[str]) -> None:
+        url = f"ws://127.0.0.1:{stack.ports.ws}/ws?token=wall-viewer"
+        self.fleet = Fleet(url, stations, self.clients, seed=len(stations))
+        await self.fleet.start()
+
+    async def run(self, stack: Stack, duration_s: float, rng: random.Random) -> Outcome:
+        assert self.fleet is not None
+        out = Outcome()
+        gap = duration_s / self.times
+        resumed: list[float] = []
+        for i in range(self.times):
+            await asyncio.sleep(rng.uniform(0.3, 1.0) * gap)  # a random point of the run
+            killed_at = await stack.kill_and_restart(stack.ws, graceful=i % 2 == 1)
+            try:
+                await stack.ws_healthy(90)
+                healthy_at = time.monotonic()
+                all_back = await self.fleet.wait_ready(killed_at, 90)
+            except TimeoutError as exc:
+                out.recovered = False
+                out.evidence.append(str(exc))
+                return out
+            out.recovery_s.append(healthy_at - killed_at)
+            resumed.append(all_back - killed_at)
+            log.info(
+                "push server back",
+                restart=i + 1,
+                healthz_s=round(healthy_at - killed_at, 1),
+                all_resumed_s=round(all_back - killed_at, 1),
+            )
+        frames = sum((st.frames for st in self.fleet.states), Counter[str]())
+        out.evidence.append(
+            f"{self.times}/{self.times} restarts answered /healthz again and all "
+            f"{self.clients} clients subscribed again, {max(resumed):.1f} s after the kill at "
+            f"most (median {statistics.median(resumed):.1f} s); subscribe answers: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(frames.items()))
+        )
+        return out
+
+    async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop()
+
+    def waiting(self, finals: dict[tuple[str, int], int]) -> int:
+        if self.fleet is None:
+            return 0
+        return gaps(self.fleet.states, finals).missing
+
+    async def finish(self, finals: dict[tuple[str, int], int]) -> Gaps | None:
+        if self.fleet is None:
+            return None
+        await self.fleet.stop()
+        return gaps(self.fleet.states, finals)

@@ -13,6 +13,7 @@ import psycopg
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from events.brokers import refresh_metadata
 from events.records import DeadLetter, KpiRecord
 from events.topics import DEADLETTER, KPI
 
@@ -45,15 +46,24 @@ class Tail:
             bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None
         )
         await self._consumer.start()
-        await self._consumer.topics()  # the metadata of every topic
+        # every topic's partitions (topics() alone leaves them unknown on Apache Kafka, and
+        # the tail then read partition 0 only: most final windows never arrived)
+        await refresh_metadata(self._consumer)
         tps = [
             TopicPartition(topic, p)
             for topic in (KPI, DEADLETTER)
-            for p in sorted(self._consumer.partitions_for_topic(topic) or {0})
+            for p in sorted(self._partitions(topic))
         ]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         self._task = asyncio.create_task(self._loop())
+
+    def _partitions(self, topic: str) -> set[int]:
+        assert self._consumer is not None
+        found = self._consumer.partitions_for_topic(topic)
+        if not found:
+            raise RuntimeError(f"no partitions known for {topic}: is the broker set up?")
+        return set(found)
 
     async def _loop(self) -> None:
         assert self._consumer is not None

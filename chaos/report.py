@@ -42,6 +42,37 @@ def details(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def push_notes(rows: Sequence[Row]) -> str:
+    """What lost / duplicated / recovery_s mean for the push server row, and its clients."""
+    with_clients = [r for r in rows if r.clients is not None]
+    if not with_clients:
+        return ""
+    lines = [
+        "- **push server row**: its events are checked as in every row, and its websocket",
+        "  clients on top. Each client subscribes to the row's stations (`kpi` channel,",
+        "  `air.pm25.avg`, and `alerts`), applies snapshot and update items by revision,",
+        "  and after a restart reconnects with backoff (0.2–2 s, jitter) and subscribes",
+        "  with `resume: {epoch, seq}` and `windows_since` (docs/ws-protocol.md). At the end",
+        "  every client must hold every final 1-min window of the row's stations with the",
+        "  count of the final record on `ioc.kpi`. **lost** adds the (client, window) pairs",
+        "  where the client lacks that final window or holds a lower count or a non-final",
+        "  revision (a gap); **duplicated** adds the pairs where it holds a higher count;",
+        "  **misplaced** adds windows final at a client that are not final on `ioc.kpi` and",
+        "  updates whose `seq` did not grow within one server epoch. **recovery_s** is from",
+        "  the kill (or SIGTERM) to the new server's `/healthz` answering 200; the time until",
+        "  all clients had subscribed again is in the details.",
+    ]
+    for r in with_clients:
+        g = r.clients
+        assert g is not None
+        lines.append(
+            f"- clients of the push server row: {g.clients} clients × {g.windows} final "
+            f"windows; gaps {g.missing}, above the final count {g.above}, final at a client "
+            f"but not on `ioc.kpi` {g.unknown}, seq going backwards {g.seq_errors}."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def bad_ok(bad: BadTally | None) -> bool:
     if bad is None:
         return True
@@ -94,9 +125,10 @@ def markdown(result: Result, cfg: Config, command: str, elapsed_s: float) -> str
     rows = result.rows
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     ok = all(r.verdict.ok and r.recovered for r in rows) and bad_ok(result.bad)
+    engines = " then ".join(f"`{e}`" for e in cfg.engines)
     return f"""## The pipeline under faults (`ioc chaos`)
 
-Written by `{command}` ({when}, {elapsed_s:.0f} s, stream engine `{cfg.engine}`,
+Written by `{command}` ({when}, {elapsed_s:.0f} s, stream engine {engines},
 allowed lateness {cfg.allowed_lateness_s:.0f} s, late grace {cfg.late_grace_s:.0f} s,
 idle timeout {cfg.idle_timeout_s:.0f} s). Result: **{"all rows exact" if ok else "MISMATCHES"}**.
 
@@ -116,7 +148,7 @@ idle timeout {cfg.idle_timeout_s:.0f} s). Result: **{"all rows exact" if ok else
   (stream worker: `stage1.assigned` with its state restored; storage: its sinks started;
   database: the sink's `database back; resumed`, from the database's start); the median
   and the maximum when a fault is injected several times.
-
+{push_notes(rows)}
 ### Details
 
 {details(rows)}
@@ -146,7 +178,11 @@ dead-letters them as `too_late`; a time before 1970 or from year 9000 on is `bad
    `ioc services up`), then the ingest gateway (HTTP + MQTT), the stream worker and storage
    as child processes with consumer groups and internal topics of their own (`chaos-*`), so
    a broker that holds earlier runs does not disturb this one. The harness restarts a
-   component at once after a fault kills it, as `ioc up`'s supervisor does.
+   component at once after a fault kills it, as `ioc up`'s supervisor does. When a row
+   needs it, the push server (`ioc ws serve`) runs too. A row may choose the stream
+   worker's engine: before it, the worker is stopped (SIGTERM) and started with that
+   engine, with the same consumer group, state and partials topics, so it goes on from
+   the other engine's checkpoints (the full run's last row is the Faust-hosted worker's).
 2. Each row sends events for its own stations at a fixed rate, each through a way in
    chosen at random; all along 5 % are sent a second time (the same bytes, through any
    way in), 5 % carry a time up to half the allowed lateness back (out of order) and 1 %

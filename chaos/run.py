@@ -14,7 +14,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from chaos.badinput import BadInput, BadTally, generate, send_all
 from chaos.faults import Fault, Outcome
 from chaos.ledger import Ledger, Observed, Verdict, compare
 from chaos.observe import Tail, raw_rows
+from chaos.pushclients import Gaps
 from chaos.stack import Ports, Stack, metric
 from chaos.traffic import (
     Endpoints,
@@ -52,6 +53,10 @@ class Scenario:
     rate: float  # events per second over the three ways in
     stations: int = 12
 
+    def engine(self, cfg: Config) -> str:
+        """The stream worker's engine while this row runs (its fault's, else the run's)."""
+        return self.fault.engine or cfg.engine
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -70,6 +75,11 @@ class Config:
     def injection(self) -> Injection:
         return Injection(out_of_order_max_ms=int(self.allowed_lateness_s * 500))
 
+    @property
+    def engines(self) -> list[str]:
+        """The stream engines of the run, in the order the rows use them."""
+        return list(dict.fromkeys(sc.engine(self) for sc in self.scenarios))
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -82,6 +92,7 @@ class Row:
     out_of_order: int
     duplicates: int
     by_way: dict[str, int]
+    clients: Gaps | None = None  # websocket clients' windows (the push server row)
 
     @property
     def recovery(self) -> str:
@@ -131,7 +142,9 @@ async def run(
         "IOC_STREAMS_LATE_GRACE_S": str(cfg.late_grace_s),
         "IOC_STREAMS_IDLE_TIMEOUT_S": str(cfg.idle_timeout_s),
     }
-    stack = Stack(settings, tag, log_dir, cfg.ports, streams_env, cfg.engine)
+    first = cfg.scenarios[0].engine(cfg) if cfg.scenarios else cfg.engine
+    with_ws = any(sc.fault.needs_ws for sc in cfg.scenarios)
+    stack = Stack(settings, tag, log_dir, cfg.ports, streams_env, first, with_ws)
     tail = Tail(settings.bootstrap_servers, tag)
     ticker = Ticker(settings.bootstrap_servers, tag)
     ends = Endpoints(
@@ -148,13 +161,16 @@ async def run(
     since = datetime.now(UTC) - timedelta(minutes=30)
     done: list[_Done] = []
     try:
-        say(f"run {tag}: starting ingest, streams ({cfg.engine}) and storage")
+        say(f"run {tag}: starting ingest, streams ({first}), storage{', ws' if with_ws else ''}")
         await stack.start()
         await tail.start()
         await ticker.start()
         for w in ways:
             await w.start()
         for i, sc in enumerate(cfg.scenarios):
+            if sc.engine(cfg) != stack.engine:
+                say(f"stream worker: switching to {sc.engine(cfg)}")
+                await stack.use_engine(sc.engine(cfg))
             say(f"[{i + 1}/{len(cfg.scenarios)}] {sc.fault.name}: {sc.duration_s:.0f} s")
             done.append(await _scenario(stack, tag, i, sc, ways, cfg.injection, rng))
         bad: BadTally | None = None
@@ -189,6 +205,8 @@ async def run(
             log.warning("components exited by themselves", exits=stack.unexpected_exits)
         return Result(rows, bad)
     finally:
+        for sc in cfg.scenarios:
+            await sc.fault.close()
         for w in ways:
             await w.stop()
         await ticker.stop()
@@ -208,6 +226,7 @@ async def _scenario(
     rng: random.Random,
 ) -> _Done:
     maker = EventMaker(tag, f"s{index}", sc.stations, rng)
+    await sc.fault.prepare(stack, list(maker.stations))
     ledger = Ledger()
     traffic = Traffic(maker, ways, ledger, injection, rng)
     fault_task = asyncio.create_task(sc.fault.run(stack, sc.duration_s, rng))
@@ -241,6 +260,7 @@ async def _settle(
                 if e.too_late and "too_late" not in tail.dead.get(e.id, [])
             )
             waiting += len(tail.open_windows(d.stations))
+            waiting += d.scenario.fault.waiting(finals)
         waiting += sum(1 for n in expect_dead if n not in tail.bad)
         say(f"waiting for {waiting} windows/rows/dead letters ({tail.records:,} records read)")
         if waiting == 0:
@@ -260,6 +280,16 @@ async def _row(d: _Done, tail: Tail, settings: ServiceSettings, tag: str, since:
         dead_letters={i: r for i, r in tail.dead.items() if i in mine},
     )
     verdict = compare(d.ledger, seen)
+    clients = await d.scenario.fault.finish(seen.final_counts)
+    if clients is not None:
+        # a client's gap is a loss for that client: counted with the row's events
+        verdict = replace(
+            verdict,
+            lost=verdict.lost + clients.missing,
+            duplicated=verdict.duplicated + clients.above,
+            misplaced=verdict.misplaced + clients.unknown + clients.seq_errors,
+            details=verdict.details + clients.details,
+        )
     for line in verdict.details[:20]:
         log.warning("mismatch", fault=d.scenario.fault.name, detail=line)
     return Row(
@@ -272,6 +302,7 @@ async def _row(d: _Done, tail: Tail, settings: ServiceSettings, tag: str, since:
         out_of_order=d.out_of_order,
         duplicates=d.ledger.duplicates_sent,
         by_way=dict(d.ledger.by_way),
+        clients=clients,
     )
 
 

@@ -33,6 +33,7 @@ class Ports:
     ingest: int = 38081
     streams: int = 38091
     storage: int = 38092
+    ws: int = 38093  # the push server (only when a row needs it)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Stack:
         ports: Ports,
         streams_env: dict[str, str],
         engine: str = "aiokafka",
+        with_ws: bool = False,
     ) -> None:
         self.settings = settings
         self.ports = ports
@@ -148,7 +150,16 @@ class Stack:
             },
             log_dir,
         )
+        self.engine = engine
+        self.ws = Process(
+            "ws",
+            _python("ioc", "ws", "serve", "--host", "127.0.0.1", "--port", str(ports.ws)),
+            dict(base),
+            log_dir,
+        )
         self.components = [self.ingest, self.streams, self.storage]
+        if with_ws:
+            self.components.append(self.ws)
         self._watch: asyncio.Task[None] | None = None
         self.unexpected_exits: list[str] = []
 
@@ -159,6 +170,7 @@ class Stack:
             wait_http(f"http://127.0.0.1:{self.ports.ingest}/healthz", 90, "ingest"),
             wait_log(self.streams, b"stage1.assigned", 120),
             wait_log(self.storage, b"sink started", 120),
+            *([self.ws_healthy(120)] if self.ws in self.components else []),
         )
         self._watch = asyncio.create_task(self._restart_dead())
 
@@ -187,6 +199,24 @@ class Stack:
         c.start()
         self._watch = asyncio.create_task(self._restart_dead())
         return killed_at
+
+    async def ws_healthy(self, within_s: float) -> None:
+        await wait_http(f"http://127.0.0.1:{self.ports.ws}/healthz", within_s, "ws")
+
+    async def use_engine(self, engine: str) -> None:
+        """Stop the stream worker (SIGTERM: it checkpoints) and start it with ``engine``:
+        same consumer group, state and partials topics, so it goes on where the other
+        one stopped (both engines drive the same stages and checkpoints)."""
+        if engine == self.engine:
+            return
+        c = self.streams
+        argv = list(c.argv)
+        argv[argv.index("--engine") + 1] = engine
+        c.argv = argv
+        self.engine = engine
+        await self.kill_and_restart(c, graceful=True)
+        await wait_log(c, b"stage1.assigned", 180)
+        log.info("engine switched", engine=engine)
 
     async def stop(self) -> None:
         if self._watch is not None:

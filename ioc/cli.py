@@ -1,91 +1,66 @@
-"""The `ioc` command."""
+"""The `ioc` command.
+
+Only the module of the command asked for is imported: the components pull in aiokafka,
+Faust, psycopg and pydantic models, and a second `ioc services up` (everything already
+running) should answer in well under a second. `ioc --help` imports them all.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import sys
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from events.errors import IocError
-from ioc import services
-from ioc.broker_guard import tansu_guard
-from ioc.commands import alerts as alerts_cmd
-from ioc.commands import catalogue as catalogue_cmd
-from ioc.commands import chaos as chaos_cmd
-from ioc.commands import db as db_cmd
-from ioc.commands import ingest as ingest_cmd
-from ioc.commands import services as services_cmd
-from ioc.commands import simulate as simulate_cmd
-from ioc.commands import streams as streams_cmd
-from ioc.commands import ws as ws_cmd
-from ioc.components import demo_components, wall_display_url
-from ioc.supervisor import Supervisor
 
-app = typer.Typer(
-    help="Smart-city IOC backend: local services, components and the demo.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(services_cmd.app, name="services")
-app.command("topics")(services_cmd.create_topics)
-app.add_typer(db_cmd.app, name="db")
-app.add_typer(db_cmd.query_app, name="query")
-app.add_typer(streams_cmd.app, name="streams")
-app.command("kpis")(catalogue_cmd.kpis)
-app.command("events")(catalogue_cmd.events)
-app.add_typer(ingest_cmd.app, name="ingest")
-app.add_typer(ws_cmd.app, name="ws")
-app.add_typer(alerts_cmd.app, name="alerts")
-app.command("simulate")(simulate_cmd.simulate)
-app.command("chaos")(chaos_cmd.chaos)
+# name -> (module, attribute, "group" for a Typer app or "command" for a function)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "services": ("ioc.commands.services", "app", "group"),
+    "topics": ("ioc.commands.services", "create_topics", "command"),
+    "db": ("ioc.commands.db", "app", "group"),
+    "query": ("ioc.commands.db", "query_app", "group"),
+    "streams": ("ioc.commands.streams", "app", "group"),
+    "kpis": ("ioc.commands.catalogue", "kpis", "command"),
+    "events": ("ioc.commands.catalogue", "events", "command"),
+    "ingest": ("ioc.commands.ingest", "app", "group"),
+    "ws": ("ioc.commands.ws", "app", "group"),
+    "alerts": ("ioc.commands.alerts", "app", "group"),
+    "simulate": ("ioc.commands.simulate", "simulate", "command"),
+    "chaos": ("ioc.commands.chaos", "chaos", "command"),
+    "up": ("ioc.commands.up", "up", "command"),
+    "bench": ("ioc.commands.bench", "app", "group"),
+}
 console = Console(stderr=True)
 
 
-@app.command()
-def up(
-    keep_services: bool = typer.Option(
-        False, help="leave the services running after Ctrl-C (default: stop those we started)"
-    ),
-    broker: services_cmd.Broker | None = services_cmd.BROKER_OPTION,
-) -> None:
-    """Run the whole demo: services, then every component, until Ctrl-C."""
-    settings = services_cmd.settings_for(broker)
-    # Which broker and why, in one line (Apache Kafka needs Java; Tansu needs nothing).
-    console.print(services_cmd.describe_choice(settings))
-    with console.status("starting services…") as spinner:
-        started = services.up(settings, log=lambda msg: spinner.update(msg))
-    services_cmd.show_status(settings)
-    components = demo_components(settings)
-    url = wall_display_url(settings)
-    if url:
-        console.print(f"[bold green]wall display: {url}[/]")
-    console.print(
-        f"running {len(components)} component(s): "
-        f"{', '.join(c.name for c in components) or 'none yet'} — Ctrl-C stops"
+def build_app(only: str | None = None) -> typer.Typer:
+    """The CLI with every command, or with ``only`` that one (the others not imported)."""
+    app = typer.Typer(
+        help="Smart-city IOC backend: local services, components and the demo.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
     )
-    # Our Tansu holds every record in memory: restart it when it passes its cap.
-    guard = tansu_guard(
-        settings,
-        # soft_wrap: one JSON line stays one line, whatever the terminal width
-        lambda line: console.print(f"broker-guard | {escape(line)}", soft_wrap=True),
-    )
-    if guard is not None:
-        console.print(
-            f"Tansu memory cap: {settings.tansu_max_rss_mb} MiB (IOC_TANSU_MAX_RSS_MB); "
-            "passing it restarts the broker and the components"
-        )
-    try:
-        asyncio.run(Supervisor(components, console, [guard.watch] if guard else []).run())
-    finally:
-        if started and not keep_services:
-            stopped = services.down(settings, tuple(started))
-            console.print(f"stopped services: {', '.join(stopped)}")
+
+    @app.callback()
+    def _root() -> None:
+        """Smart-city IOC backend: local services, components and the demo."""
+
+    for name, (module, attr, kind) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        target = getattr(importlib.import_module(module), attr)
+        if kind == "group":
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
+    return app
 
 
 def main() -> None:
+    asked = sys.argv[1] if len(sys.argv) > 1 else None
+    app = build_app(asked if asked in COMMANDS else None)
     try:
         app()
     except IocError as exc:

@@ -1,6 +1,7 @@
 """History queries for the ws server and the CLI (psycopg, async, parameterised).
 
 Each query has an index that serves it (checked with EXPLAIN in tests/test_storage_db.py):
+- ``kpi_windows_since``: ``kpi_windows``' own time index (window_start DESC);
 - ``latest_kpis``: table ``kpi_latest`` (primary key (kpi, scope, window_s));
 - ``kpi_history``: ``kpi_windows_chart`` (kpi, scope, window_s, window_start DESC);
 - ``active_alerts``: partial index ``alerts_active``;
@@ -105,6 +106,34 @@ async def latest_kpis(
         f"SELECT DISTINCT ON (kpi, scope) {_KPI_SELECT} FROM kpi_latest"
         f"{' WHERE ' + ' AND '.join(where) if where else ''}"
         " ORDER BY kpi, scope, window_start DESC, window_s LIMIT %(limit)s"
+    )
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(sql.encode(), params)
+        return [_kpi(r) for r in await cur.fetchall()]
+
+
+async def kpi_windows_since(
+    conn: AnyConn,
+    *,
+    since: datetime,
+    kpis: Sequence[str] | None = None,
+    scopes: Sequence[str] | None = None,
+    limit: int = 5000,
+    window_s: int = 60,
+) -> list[KpiRecord]:
+    """Every window (its latest revision) starting at or after ``since``, oldest first;
+    ``scopes`` may use ``*``. What a push-server client may have missed while away."""
+    where = ["window_s = %(window_s)s", "window_start >= %(since)s"]
+    params: dict[str, Any] = {"limit": limit, "window_s": window_s, "since": since}
+    if kpis is not None:
+        where.append("kpi = ANY(%(kpis)s)")
+        params["kpis"] = list(kpis)
+    if scopes is not None:
+        where.append("scope LIKE ANY(%(scopes)s)")
+        params["scopes"] = [scope_like(s) for s in scopes]
+    sql = (
+        f"SELECT {_KPI_SELECT} FROM kpi_windows WHERE {' AND '.join(where)}"
+        " ORDER BY window_start, kpi, scope LIMIT %(limit)s"
     )
     async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(sql.encode(), params)

@@ -7,7 +7,8 @@ the watermark of every source partition. It keeps the partial with the highest v
 equal one — and assembles windows (1 min tumbling, 15 min hopping, 1 h tumbling) from
 panes. It emits:
 
-- live values (``final=false``) at most once per ``live_interval_s`` per window;
+- live values (``final=false``) at most once per ``live_interval_s`` per window; of the
+  overlapping hopping windows of a (kpi, scope), only the open one that closes next;
 - the final value (``final=true``) once the watermark of the KPI's source topic passes
   the window end;
 - a re-emission with a higher ``revision`` when a late event (within the grace) changes
@@ -191,6 +192,7 @@ class KpiMerger:
         out: list[KpiRecord] = []
         expired: list[WindowKey] = []
         by_id = self.index.by_id
+        live_hopping = self._live_hopping_windows(wms)
         for wk, ws in self.windows.items():
             kpi, _scope, size, start = wk
             ck = by_id.get(kpi)
@@ -206,7 +208,11 @@ class KpiMerger:
                     ws.dirty = False
                     ws.last_emit = now
                     out.append(self._record(wk, ws, final=True))
-                elif ws.dirty and now - ws.last_emit >= interval:
+                elif (
+                    ws.dirty
+                    and now - ws.last_emit >= interval
+                    and (ws.final or self._assigner(size).tumbling or wk in live_hopping)
+                ):
                     # live value of an open window, or a late update of a final one
                     ws.dirty = False
                     ws.last_emit = now
@@ -225,6 +231,30 @@ class KpiMerger:
         self._forget_panes(wms)
         self.emitted += len(out)
         return out
+
+    def _live_hopping_windows(self, wms: dict[str, int | None]) -> set[WindowKey]:
+        """Per (kpi, scope, size) of a hopping window, the open window that closes next.
+
+        A new event changes every overlapping hopping window that holds its pane (15 for
+        15 min advancing 1 min). Only the one that closes next, the "last 15 minutes" a
+        wall shows, gets live values; each of the others still emits its final value
+        (and late corrections) when the watermark passes its end. That keeps live
+        traffic at one record per (kpi, scope, size) and interval instead of 15.
+        """
+        nearest: dict[tuple[str, str, int], int] = {}
+        for kpi, scope, size, start in self.windows:
+            assigner = self.assigners.get(size)
+            if assigner is None or assigner.tumbling:
+                continue
+            ck = self.index.by_id.get(kpi)
+            wm = wms.get(self._topic_of(ck)) if ck is not None else None
+            if wm is not None and assigner.end(start) <= wm:
+                continue  # closed: its final is due, not a live value
+            key = (kpi, scope, size)
+            held = nearest.get(key)
+            if held is None or start < held:
+                nearest[key] = start
+        return {(kpi, scope, size, start) for (kpi, scope, size), start in nearest.items()}
 
     def take_failures(self) -> list[tuple[WindowKey, str]]:
         """Windows quarantined since the last call, with why (for dead letters)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
-from events.topics import DEADLETTER, EVENTS_PREFIX, KPI
-from streams.aggregator import EngineConfig
+from events.topics import DEADLETTER, EVENTS_PREFIX, KPI, TopicSpec
+
+if TYPE_CHECKING:  # the engine (numpy, aiokafka) is not imported for the settings alone
+    from streams.aggregator import EngineConfig
 
 
 class StreamsSettings(BaseSettings):
@@ -69,6 +73,8 @@ class StreamsSettings(BaseSettings):
     http_port: int = 8091
 
     def engine_config(self) -> EngineConfig:
+        from streams.aggregator import EngineConfig
+
         return EngineConfig(
             pane_ms=self.tumbling_s * 1000,
             lateness_ms=int(self.allowed_lateness_s * 1000),
@@ -81,3 +87,18 @@ class StreamsSettings(BaseSettings):
             events_prefix=self.events_topic_prefix,
             max_future_skew_s=self.max_future_skew_s,
         )
+
+
+def internal_topics(settings: StreamsSettings) -> tuple[TopicSpec, ...]:
+    """The workers' own topics, with configs that bound them on Apache Kafka.
+
+    The snapshots are large and frequent (tens of MB a minute at the demo rate): the state
+    topic is compacted and rolls its segments every 16 MiB or hour (``TopicSpec``), so
+    the cleaner keeps it to about the newest snapshot per key; partials are a stream with
+    the streams' retention. ``ioc services up`` / ``ioc topics`` also set these configs
+    back on existing topics.
+    """
+    return (
+        TopicSpec(settings.partials_topic, settings.partials_partitions),
+        TopicSpec(settings.state_topic, 1, compacted=True),
+    )

@@ -21,23 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from events.brokers import refresh_metadata
 from events.errors import ServiceError
-from events.topics import TopicSpec
-from streams.settings import StreamsSettings
-
-
-def internal_topics(settings: StreamsSettings) -> tuple[TopicSpec, ...]:
-    """The workers' own topics, with configs that bound them on Apache Kafka.
-
-    The snapshots are large and frequent (tens of MB a minute at the demo rate): the state
-    topic is compacted and rolls its segments every 16 MiB or hour (``TopicSpec``), so
-    the cleaner keeps it to about the newest snapshot per key; partials are a stream with
-    the streams' retention. ``ioc services up`` / ``ioc topics`` also set these configs
-    back on existing topics.
-    """
-    return (
-        TopicSpec(settings.partials_topic, settings.partials_partitions),
-        TopicSpec(settings.state_topic, 1, compacted=True),
-    )
+from streams.settings import StreamsSettings, internal_topics
 
 
 async def ensure_topics(settings: StreamsSettings) -> None:

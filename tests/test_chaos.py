@@ -13,12 +13,15 @@ import re
 import socket
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from chaos.faults import RestartPush
 from chaos.ledger import Ledger, Observed, Planned, compare
 from chaos.plans import plan
+from chaos.pushclients import ClientState, gaps
 from chaos.report import HEADER, markdown
 from chaos.run import run
 from chaos.stack import Ports
@@ -89,6 +92,98 @@ def test_an_unacknowledged_send_may_arrive_once_but_not_twice() -> None:
     assert compare(ledger, thrice).duplicated == 1
 
 
+def _kpi_item(station: str, start_ms: int, count: int, revision: int, final: bool) -> dict:
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+    return {
+        "kpi": "air.pm25.avg",
+        "scope": f"station:{station}",
+        "window_start": iso(start_ms),
+        "window_end": iso(start_ms + 60_000),
+        "count": count,
+        "revision": revision,
+        "final": final,
+    }
+
+
+def test_a_push_client_applies_by_revision_and_resumes_from_its_oldest_open_window() -> None:
+    st = ClientState()
+    first = st.subscribe("kpi", "kpi", ["station:S1"])
+    assert "resume" not in first and "windows_since" not in first  # nothing held yet
+    snap = {"type": "snapshot", "channel": "kpi", "epoch": "e1", "seq": 5, "items": []}
+    assert st.apply(snap)
+    watched = st.windows_since()  # nothing held: from a margin before the subscription
+    assert watched is not None and watched % 60_000 == 0
+    assert 0 < time.time() * 1000 - watched < 6 * 60_000
+    st.apply(
+        {
+            "type": "update",
+            "channel": "kpi",
+            "seq": 9,
+            "items": [
+                _kpi_item("S1", W, 3, 2, final=True),
+                _kpi_item("S1", W + 60_000, 1, 0, final=False),
+                _kpi_item("S1", W, 2, 1, final=False),  # a stale revision changes nothing
+            ],
+        }
+    )
+    assert st.windows[("S1", W)].count == 3 and st.windows[("S1", W)].final
+    again = st.subscribe("kpi", "kpi", ["station:S1"])
+    assert again["resume"] == {"epoch": "e1", "seq": 9}
+    assert again["windows_since"] == W + 60_000  # the oldest window not final yet
+    # A restarted server: another epoch, a resync snapshot with every window since.
+    resync = {
+        "type": "snapshot",
+        "channel": "kpi",
+        "epoch": "e2",
+        "seq": 1,
+        "resync": "other_server",
+        "items": [_kpi_item("S1", W + 60_000, 4, 3, final=True)],
+    }
+    assert st.apply(resync) and st.epoch == "e2"
+    assert st.frames == {"snapshot": 1, "resync:other_server": 1}
+    st.apply({"type": "update", "channel": "kpi", "seq": 1, "items": []})  # seq not growing
+    assert st.seq_errors == 1
+    assert st.windows_since() == W + 60_000  # all final: the newest window held
+
+
+def test_client_gaps_are_missing_lower_or_open_windows_per_client() -> None:
+    full, short = ClientState(), ClientState()
+    for st in (full, short):
+        st.apply(
+            {
+                "type": "snapshot",
+                "channel": "kpi",
+                "epoch": "e",
+                "seq": 0,
+                "items": [_kpi_item("S1", W, 3, 1, final=True)],
+            }
+        )
+    full.apply(
+        {"type": "update", "channel": "kpi", "seq": 1, "items": [_kpi_item("S2", W, 5, 1, True)]}
+    )
+    finals = {("S1", W): 3, ("S2", W): 5}
+    g = gaps([full, short], finals)
+    assert (g.clients, g.windows, g.missing, g.above, g.unknown) == (2, 2, 1, 0, 0)
+    assert gaps([full], finals).ok
+    assert gaps([full], {("S1", W): 2, ("S2", W): 5}).above == 1
+    assert gaps([full], {("S1", W): 3}).unknown == 1
+
+
+def test_the_full_plan_kills_both_engines_and_restarts_the_push_server() -> None:
+    full = plan(short=False, engine="aiokafka")
+    names = [sc.fault.name for sc in full.scenarios]
+    assert "SIGKILL streams worker (aiokafka)" in names
+    assert names[-1] == "SIGKILL streams worker (faust)"  # one engine switch, at the end
+    assert full.engines == ["aiokafka", "faust"]
+    (push,) = [sc.fault for sc in full.scenarios if isinstance(sc.fault, RestartPush)]
+    assert (push.clients, push.times, push.needs_ws) == (50, 3, True)
+    short = plan(short=True, engine="aiokafka")
+    assert short.engines == ["aiokafka"]
+    assert not any(sc.fault.needs_ws for sc in short.scenarios)
+
+
 def _free_port() -> int:
     """A free port in 38100-38999 (away from the demo's and other services' ports)."""
     for port in random.sample(range(38100, 39000), 900):
@@ -104,8 +199,9 @@ def _free_port() -> int:
 @pytest.fixture
 def own_services(tmp_path: Path, database_url: str) -> ServiceSettings:
     """A broker and Mosquitto for this test only (`run` starts and stops them); the
-    session's (fresh) database. The broker is Tansu: on Apache Kafka the short run's last
-    windows did not become final within its settle deadline (not yet understood)."""
+    session's (fresh) database. The broker is Tansu, the quickest to start. (The short run
+    on Apache Kafka once missed its settle deadline: the tail read partition 0 of
+    ioc.kpi only, see chaos/observe.py.)"""
     return ServiceSettings(
         broker="tansu",
         state_dir=tmp_path / "state",

@@ -247,6 +247,14 @@ async def test_query_results(db: asyncpg.Connection, pg: psycopg.AsyncConnection
     assert [
         k.value for k in await queries.latest_kpis(pg, kpis=[name], scopes=["city"], window_s=3600)
     ] == [500.0]
+    since = await queries.kpi_windows_since(
+        pg, kpis=[name], scopes=["district:*"], since=T0 + timedelta(minutes=118)
+    )
+    assert [(k.window_start - T0, k.scope) for k in since] == [
+        (timedelta(minutes=m), scope)
+        for m in (118, 119)
+        for scope in ("district:BD", "district:HK")
+    ]
     until = T0 + timedelta(minutes=120)
     full = await queries.kpi_history(pg, kpi=name, scope="city", since=T0, until=until)
     assert [k.value for k in full] == [float(m) for m in range(120)]
@@ -321,6 +329,8 @@ async def test_each_query_uses_its_index(
         pg, kpi="air.aqi.vn", scope="city", since=since, until=until, max_points=10
     )
     expectations.append("kpi_windows_chart")
+    await queries.kpi_windows_since(pg, kpis=["air.aqi.vn"], scopes=["station:*"], since=since)
+    expectations.append("kpi_windows_")  # kpi_windows_chart or its time index
     await queries.active_alerts(pg)
     expectations.append("alerts_active")
     await queries.alert_history(pg, since=since)

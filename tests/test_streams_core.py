@@ -429,3 +429,39 @@ def test_incremental_merger_snapshot_restores_cells_and_drops_forgotten() -> Non
     assert a == b
     # The two old panes were dropped by tombstones; only the new event's pane is left.
     assert {pane for _k, _s, pane in stored} == {T0 + 3 * 3_600_000}
+
+
+def test_live_values_of_hopping_windows_only_for_the_one_that_closes_next() -> None:
+    """An event changes the 15 overlapping 15-min windows that hold its pane; only the one
+    that closes next (the last 15 minutes) gets a live value, and every one of them still
+    gets its final value exactly once, with the right count."""
+    agg, merger = _agg(domain="traffic"), KpiMerger(INDEX, CFG)
+    # One event a minute for 20 minutes; the watermark trails by the 2-min lateness.
+    emitted: list = []
+    for i in range(20):
+        agg.process([Rec(i, traffic(T0 + i * MIN + 5000, vehicle_count=10))])
+        _feed(merger, agg)
+        out = merger.flush(now=10.0 * i)
+        emitted += out
+        hop = _by(out, "traffic.vehicles.sum", minutes=15)
+        live = [r for r in hop if not r.final]
+        assert len(live) <= 1, [r.window_start for r in live]
+        if live:
+            wm = T0 + i * MIN + 5000 - 2 * MIN
+            closes_next = min(
+                s for s in range(T0 - 14 * MIN, T0 + 20 * MIN, MIN) if s + 15 * MIN > wm
+            )
+            assert _starts(live[0], closes_next)
+    hop = _by(emitted, "traffic.vehicles.sum", minutes=15)
+    finals = [r for r in hop if r.final]
+    assert len(finals) == len({r.window_start for r in finals})  # each final once
+    # every window that closed by the last watermark (T0 + 17 min 5 s) is final, with
+    # the events of the panes it covers
+    for r in finals:
+        start = int(r.window_start.timestamp() * 1000)
+        covered = [i for i in range(20) if start <= T0 + i * MIN < start + 15 * MIN]
+        assert r.count == len(covered) and r.value == 10 * len(covered)
+    closed = set(range(T0 - 14 * MIN, T0 + 3 * MIN, MIN))
+    assert {int(r.window_start.timestamp() * 1000) for r in finals} == closed
+    # one live hopping record per flush at most, against 15 before
+    assert len([r for r in hop if not r.final]) <= 20

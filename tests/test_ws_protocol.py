@@ -99,6 +99,8 @@ def sub(channel: str = "kpi", **kw: object) -> Subscribe:
             '{"op": "subscribe", "sub": "a", "channel": "kpi", "resume": {"epoch": "e"}}',
             "bad_field",
         ),
+        ('{"op": "subscribe", "sub": "a", "channel": "kpi", "windows_since": "x"}', "bad_field"),
+        ('{"op": "subscribe", "sub": "a", "channel": "kpi", "windows_since": -1}', "bad_field"),
         ('{"op": "unsubscribe"}', "missing_field"),
         ('{"op": "ack"}', "missing_field"),
         ('{"op": "assign", "alert_id": "a1"}', "missing_field"),
@@ -131,6 +133,7 @@ def test_subscribe_parses_filters_history_and_resume() -> None:
                 "history": [{"kpi": "air.aqi.vn", "scope": "city"}],
                 "history_hours": 2,
                 "resume": {"epoch": "abc", "seq": 7},
+                "windows_since": 1_800_000_000_000,
             }
         ).decode(),
         4096,
@@ -139,6 +142,7 @@ def test_subscribe_parses_filters_history_and_resume() -> None:
     assert msg.kpis == ("air.*",)
     assert msg.history[0].scope == "city"
     assert msg.resume is not None and msg.resume.seq == 7
+    assert msg.windows_since_ms == 1_800_000_000_000
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -588,3 +589,135 @@ async def test_a_large_alert_snapshot_is_bounded_most_severe_first_and_says_how_
                 )
         finally:
             await conn.close()
+
+
+async def test_a_restarted_server_resyncs_with_every_window_since_the_clients_oldest(
+    bootstrap_servers: str, database: str, producer: AIOKafkaProducer
+) -> None:
+    """A client of a server that restarted gets a snapshot (`other_server`); with
+    `windows_since` it carries every window from then on, not only the newest: the final
+    revisions published while the server was down (some only in the database, some only
+    on the stream, read back from `IOC_WS_KPI_REWIND_S` ago)."""
+    tag = uuid.uuid4().hex[:6].upper()
+    scope = f"station:{tag}"
+    stored = [
+        replace(kpi("air.pm25.avg", scope, 10 + i, offset=i - 4, revision=3), final=True)
+        for i in range(2)
+    ]
+    conn = await asyncpg.connect(database)
+    try:
+        async with conn.transaction():
+            await writers.KPI_WINDOWS.prepare(conn)
+            await writers.KPI_WINDOWS.write(conn, [kpi_row(r) for r in stored])
+    finally:
+        await conn.close()
+    streamed = [
+        replace(kpi("air.pm25.avg", scope, 12, offset=-2, revision=4), final=True),
+        kpi("air.pm25.avg", scope, 13, offset=-1, revision=1),
+    ]
+    await publish_kpis(producer, streamed)  # while no server runs
+    settings = WsSettings(bootstrap_servers=bootstrap_servers, database_url=database, ws_port=0)
+    async with WsApp(settings) as restarted:
+        await server_holds(restarted, streamed)
+        ws = await authed(restarted, "wall-viewer")
+        spec = {"channel": "kpi", "kpis": ["air.pm25.avg"], "scopes": [scope]}
+        gone = {"epoch": "before", "seq": 7}
+        since = int(stored[0].window_start.timestamp() * 1000)
+        snap = await subscribe(ws, sub="all", **spec, resume=gone, windows_since=since)
+        assert (snap["type"], snap["resync"]) == ("snapshot", "other_server")
+        got = [(i["value"], i["final"]) for i in snap["items"]]
+        assert got == [(10.0, True), (11.0, True), (12.0, True), (13.0, False)]
+        newest = await subscribe(ws, sub="newest", **spec, resume=gone)
+        assert [i["value"] for i in newest["items"]] == [13.0]
+        await ws.close()
+
+
+async def test_no_websocket_before_the_stream_is_read() -> None:
+    """Until the bridge has its partitions the handshake is refused (503): a snapshot
+    taken earlier could miss what is published before the stream is read."""
+    from ws.server import PushServer
+    from ws.snapshot import NoSnapshotSource
+
+    async def no_commands(_command: AlertCommand) -> None:
+        return None
+
+    server = PushServer(WsSettings(ws_port=0), NoSnapshotSource(), no_commands)
+    await server.start()
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://127.0.0.1:{server.port}/ws")
+        assert refused.value.response.status_code == 503
+        server.consumer_ready = True
+        ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
+        await ws.close()
+    finally:
+        await server.stop()
+
+
+async def test_chaos_clients_resume_through_a_restart_with_every_final_window(
+    bootstrap_servers: str, database: str, producer: AIOKafkaProducer
+) -> None:
+    """The clients of `ioc chaos`' push server row, on a real server restarted on its
+    port: windows that became final while it was down (published then, or only in the
+    database) reach all 50 clients; none holds a gap at the end."""
+    from chaos.pushclients import Fleet, gaps
+
+    tag = uuid.uuid4().hex[:6].upper()
+    stations = [f"{tag}-{i}" for i in range(3)]
+    base = minute()
+
+    def window(station: str, offset: int, count: int, final: bool) -> KpiRecord:
+        start = base + timedelta(minutes=offset)
+        return KpiRecord(
+            "air.pm25.avg",
+            f"station:{station}",
+            start,
+            start + timedelta(seconds=60),
+            float(count),
+            count,
+            final=final,
+            revision=count,
+        )
+
+    settings = WsSettings(bootstrap_servers=bootstrap_servers, database_url=database, ws_port=0)
+    first = WsApp(settings)
+    await first.start()
+    port = first.server.port
+    fleet = Fleet(f"ws://127.0.0.1:{port}/ws?token=wall-viewer", stations, 50, seed=1)
+    try:
+        await fleet.start(within_s=30)
+        await publish_kpis(producer, [window(s, o, 1, False) for s in stations for o in (-6, -5)])
+        await server_holds(first, [window(s, -5, 1, False) for s in stations])
+        await first.stop()
+        down_at = time.monotonic()
+        # While the server is down: finals on the stream, and some only in the database.
+        await publish_kpis(producer, [window(s, -6, 4, True) for s in stations])
+        await publish_kpis(producer, [window(s, -4, 1, False) for s in stations])
+        conn = await asyncpg.connect(database)
+        try:
+            async with conn.transaction():
+                await writers.KPI_WINDOWS.prepare(conn)
+                only_db = [kpi_row(window(s, -5, 3, True)) for s in stations]
+                await writers.KPI_WINDOWS.write(conn, only_db)
+        finally:
+            await conn.close()
+        second = WsApp(settings.model_copy(update={"ws_port": port}))
+        await second.start()
+        try:
+            await fleet.wait_ready(down_at, 30)
+            await publish_kpis(producer, [window(s, -4, 2, True) for s in stations])
+            finals = {
+                (s, int((base + timedelta(minutes=o)).timestamp() * 1000)): n
+                for s in stations
+                for o, n in ((-6, 4), (-5, 3), (-4, 2))
+            }
+            loop = asyncio.get_running_loop()
+            end = loop.time() + TIMEOUT
+            while not gaps(fleet.states, finals).ok:
+                assert loop.time() < end, gaps(fleet.states, finals).details
+                await asyncio.sleep(0.05)  # polling interval of the condition above
+            assert all(st.frames["resync:other_server"] == 2 for st in fleet.states)
+        finally:
+            await second.stop()
+    finally:
+        await fleet.stop()

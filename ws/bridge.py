@@ -2,13 +2,15 @@
 commands to ``ioc.alerts.commands`` and unusable records to ``ioc.deadletter``.
 
 Stateless on purpose: no consumer group, the partitions are assigned manually (KPIs from
-the end, alerts from the beginning so the open ones are known), nothing is committed.
+``IOC_WS_KPI_REWIND_S`` back, alerts from the beginning so the open ones are known),
+nothing is committed.
 Several servers behind a load balancer each see every record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import structlog
@@ -53,7 +55,7 @@ class KafkaBridge:
         self._consumer.assign(parts)
         kpi_parts = [tp for tp in parts if tp.topic == topics.KPI]
         alert_parts = [tp for tp in parts if tp.topic == topics.ALERTS]
-        await self._consumer.seek_to_end(*kpi_parts)
+        await self._seek_kpis(kpi_parts, s.ws_kpi_rewind_s)
         if s.ws_alerts_from_beginning:
             await self._consumer.seek_to_beginning(*alert_parts)
         else:
@@ -63,6 +65,26 @@ class KafkaBridge:
             await self._consumer.position(tp)
         self._server.consumer_ready = True
         self._task = asyncio.create_task(self._consume())
+
+    async def _seek_kpis(self, parts: list[TopicPartition], rewind_s: float) -> None:
+        """``ioc.kpi`` from ``rewind_s`` back (what a restarted server missed while down),
+        from the end for a partition with nothing newer or a broker that cannot tell."""
+        found: dict[TopicPartition, Any] = {}
+        if rewind_s > 0:
+            since_ms = int((time.time() - rewind_s) * 1000)
+            try:
+                found = await self._consumer.offsets_for_times({tp: since_ms for tp in parts})
+            except Exception as exc:  # a broker without ListOffsets by time
+                log.warning("kpi_rewind_unavailable", error=str(exc))
+        rest = []
+        for tp in parts:
+            at = found.get(tp)
+            if at is None:
+                rest.append(tp)
+            else:
+                self._consumer.seek(tp, at.offset)
+        if rest:
+            await self._consumer.seek_to_end(*rest)
 
     async def _wait_partitions(self, topic: str) -> set[int]:
         for _ in range(100):

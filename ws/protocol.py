@@ -83,6 +83,10 @@ class Subscribe:
     history: tuple[HistoryRequest, ...]
     history_hours: float
     resume: Resume | None
+    # kpi channel: the snapshot also carries every 60-s window starting at or after this
+    # time (epoch ms), not only the newest per (kpi, scope): what a resuming client may
+    # have missed while it was away (docs/ws-protocol.md, *Resume*).
+    windows_since_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,11 @@ def _parse_subscribe(obj: Mapping[str, Any]) -> Subscribe:
             raise ProtocolError("bad_field", "'resume.seq' must be a non-negative integer")
         assert epoch is not None
         resume = Resume(epoch, seq)
+    since = obj.get("windows_since")
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**53
+    ):
+        raise ProtocolError("bad_field", "'windows_since' must be epoch milliseconds (integer)")
     assert sub is not None
     return Subscribe(
         sub=sub,
@@ -187,6 +196,7 @@ def _parse_subscribe(obj: Mapping[str, Any]) -> Subscribe:
         history=tuple(history),
         history_hours=float(hours),
         resume=resume,
+        windows_since_ms=since,
     )
 
 

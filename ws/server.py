@@ -31,8 +31,8 @@ from websockets.http11 import Request, Response
 from events.errors import ProtocolError
 from events.records import AlertCommand, AlertRecord, KpiRecord
 from ws import http, notice
-from ws.hub import ClientState, Hub, kpi_key, newer_kpi
-from ws.protocol import CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT, error_frame
+from ws.hub import ClientState, Hub, kpi_key, newer_kpi, window_key
+from ws.protocol import CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT, MAX_HISTORY_HOURS, error_frame
 from ws.session import (
     CloseConnection,
     Limits,
@@ -253,6 +253,11 @@ class PushServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         if parts.path == "/ws":
+            if not self.consumer_ready:
+                # A snapshot taken before the stream is read could miss what is published
+                # in between; the client retries (as after any failed connect).
+                self.metrics.rejected.labels("starting").inc()
+                return conn.respond(503, "starting: not reading the stream yet\n")
             origin = request.headers.get("Origin")
             if origin is None:
                 if not self.settings.ws_allow_missing_origin:
@@ -430,6 +435,13 @@ class PushServer:
             have = latest.get(kpi_key(rec))
             if have is None or newer_kpi(rec, have):
                 latest[kpi_key(rec)] = rec
+        items: list[KpiRecord] = []
+        if spec.windows_since_ms is not None:
+            items = await self._windows_since(out, exact_kpis, scopes, spec.windows_since_ms)
+            covered = {window_key(r) for r in items}
+            items += [r for r in latest.values() if window_key(r) not in covered]
+        else:
+            items = list(latest.values())
         since = datetime.now(UTC) - timedelta(hours=spec.history_hours)
         history: list[dict[str, Any]] = []
         for req in spec.history:
@@ -442,7 +454,27 @@ class PushServer:
                     points[rec.window_start] = rec
             series = [[int(t.timestamp() * 1000), points[t].value] for t in sorted(points)]
             history.append({"kpi": req.kpi, "scope": req.scope, "points": series})
-        return list(latest.values()), history
+        return items, history
+
+    async def _windows_since(
+        self, out: LoadSnapshot, kpis: list[str] | None, scopes: list[str] | None, since_ms: int
+    ) -> list[KpiRecord]:
+        """Every 60-s window from ``since_ms`` on (at most 24 h back), the database's merged
+        with the server's memory by revision, oldest first."""
+        floor = datetime.now(UTC) - timedelta(hours=MAX_HISTORY_HOURS)
+        since = max(datetime.fromtimestamp(since_ms / 1000, UTC), floor)
+        windows: dict[Any, KpiRecord] = {}
+        for rec in await self._snapshot.kpi_windows(kpis, scopes, since):
+            if out.sub.matches_kpi(rec.kpi, rec.scope):
+                windows[window_key(rec)] = rec
+        for (kpi, scope), series in self.hub.kpi_series.items():
+            if not out.sub.matches_kpi(kpi, scope):
+                continue
+            for rec in series:
+                have = windows.get(window_key(rec))
+                if rec.window_start >= since and (have is None or rec.revision > have.revision):
+                    windows[window_key(rec)] = rec
+        return sorted(windows.values(), key=lambda r: (r.window_start, r.kpi, r.scope))
 
     async def _alert_snapshot(self, out: LoadSnapshot) -> list[AlertRecord]:
         alerts: dict[str, AlertRecord] = {}

@@ -52,6 +52,9 @@ class WsSettings(BaseSettings):
     ws_history_points: int = Field(default=240, ge=1)
     # Read ioc.alerts from the beginning at start so the open alerts are known.
     ws_alerts_from_beginning: bool = True
+    # At start, read ioc.kpi from this many seconds back (not from the end): a restarted
+    # server then knows what was published while it was down (0: from the end).
+    ws_kpi_rewind_s: float = Field(default=120.0, ge=0)
     ws_consumer_poll_ms: int = Field(default=50, ge=1)
     # The record `ioc up` writes when it restarted the broker to free its memory (Tansu;
     # ioc/broker_guard.py): the wall shows a notice for ws_broker_notice_s after it.

@@ -65,6 +65,10 @@ class SnapshotSource(Protocol):
 
     async def kpi_history(self, kpi: str, scope: str, since: datetime) -> list[KpiRecord]: ...
 
+    async def kpi_windows(
+        self, kpis: list[str] | None, scopes: list[str] | None, since: datetime
+    ) -> list[KpiRecord]: ...
+
     async def active_alerts(self) -> list[AlertRecord]: ...
 
     async def close(self) -> None: ...
@@ -79,6 +83,11 @@ class NoSnapshotSource:
         return []
 
     async def kpi_history(self, kpi: str, scope: str, since: datetime) -> list[KpiRecord]:
+        return []
+
+    async def kpi_windows(
+        self, kpis: list[str] | None, scopes: list[str] | None, since: datetime
+    ) -> list[KpiRecord]:
         return []
 
     async def active_alerts(self) -> list[AlertRecord]:
@@ -126,6 +135,14 @@ class DatabaseSnapshotSource:
     async def kpi_history(self, kpi: str, scope: str, since: datetime) -> list[KpiRecord]:
         result: list[KpiRecord] = await self._run(
             "kpi_history", kpi=kpi, scope=scope, since=since, max_points=self._max_points
+        )
+        return result
+
+    async def kpi_windows(
+        self, kpis: list[str] | None, scopes: list[str] | None, since: datetime
+    ) -> list[KpiRecord]:
+        result: list[KpiRecord] = await self._run(
+            "kpi_windows_since", kpis=kpis, scopes=scopes, since=since
         )
         return result
 

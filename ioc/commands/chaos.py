@@ -29,7 +29,11 @@ def _progress(status: Status, msg: str) -> None:
 
 def chaos(
     short: bool = typer.Option(False, help="the CI version: a few faults, under 3 minutes"),
-    engine: str = typer.Option("aiokafka", help="stream worker engine: aiokafka or faust"),
+    engine: str = typer.Option(
+        "aiokafka",
+        help="stream worker engine (aiokafka or faust) of the rows that do not choose one "
+        "(the full run's SIGKILL rows use each engine in turn)",
+    ),
     output: Path = typer.Option(
         ROOT / "docs" / "reliability.md", help="where the Markdown report goes"
     ),
@@ -39,6 +43,7 @@ def chaos(
     ingest_port: int = typer.Option(38081, envvar="IOC_CHAOS_INGEST_PORT"),
     streams_port: int = typer.Option(38091, envvar="IOC_CHAOS_STREAMS_PORT"),
     storage_port: int = typer.Option(38092, envvar="IOC_CHAOS_STORAGE_PORT"),
+    ws_port: int = typer.Option(38093, envvar="IOC_CHAOS_WS_PORT", help="push server"),
     bad_inputs: int | None = typer.Option(
         None, help="malformed inputs (hypothesis) after the faults; default 10000, --short 450"
     ),
@@ -59,7 +64,7 @@ def chaos(
     cfg = plan(short, engine)
     cfg = replace(
         cfg,
-        ports=Ports(ingest_port, streams_port, storage_port),
+        ports=Ports(ingest_port, streams_port, storage_port, ws_port),
         bad_inputs=cfg.bad_inputs if bad_inputs is None else bad_inputs,
     )
     logs = log_dir or settings.state_dir / "chaos-logs"

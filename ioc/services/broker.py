@@ -130,8 +130,7 @@ def up(settings: ServiceSettings, log: Log | None = None) -> bool:
 
 def all_topics() -> tuple[TopicSpec, ...]:
     """The contract topics and the stream workers' internal ones (default names)."""
-    from streams.settings import StreamsSettings
-    from streams.state import internal_topics
+    from streams.settings import StreamsSettings, internal_topics
 
     return CONTRACT_TOPICS + internal_topics(StreamsSettings())
 

@@ -1,0 +1,607 @@
+"""The whole system, sensor to wall: `ioc up` under extra simulator load, step by step.
+
+    .venv/bin/python -m benchmarks.bench_e2e --broker kafka [--steps 0,1000,5000,10000,20000]
+    (or `ioc bench e2e --broker kafka`)
+
+Runs the demo (`ioc up`: broker, TimescaleDB, Mosquitto, every component and the demo
+simulator at 200 ev/s) and, per step, adds `ioc simulate --rate R --producer aiokafka`
+(the generator's cheapest path) on the same machine. Throughout, a marker
+`vn.ioc.air.observed` event for a fresh station id is produced to Kafka every
+``--marker-interval`` seconds, and a websocket client of the real push server, subscribed
+to `air.pm25.avg` for the marker stations, times the first `update` that holds each
+marker's station: event → wall. A marker that never reaches the wall within
+``--marker-timeout`` seconds counts as infinitely late (it is never dropped), so the
+percentiles show it.
+
+Per step it records the input rate achieved (end offsets of the event topics), the rate
+the stream worker applied, its consumer lag over time (sustained = the lag does not grow
+in the step's second half), KPI records emitted per input event, sink rows/s, and the CPU
+share and RSS of every process. Results go to a section of docs/benchmarks.md, a chart
+(docs/bench_e2e_<broker>.png) and the figures `e2e_p95_ms_idle`, `e2e_p95_ms_5k`,
+`e2e_max_sustained_events_per_s` and `kpi_records_per_event_demo` (suffixed `_tansu` on
+Tansu). Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, TopicPartition
+from rich.console import Console
+from websockets.asyncio.client import connect
+
+from benchmarks.results import DOC, machine_note, record
+from benchmarks.soak import process_groups
+from events import topics
+from events.envelope import encode, new_event
+from events.topics import DOMAINS
+from ioc.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = Path(__file__).resolve().parent / "e2e"
+console = Console(stderr=True)
+TICKS = os.sysconf("SC_CLK_TCK")
+# A stack of its own (state directory, ports): a fresh broker and database, so no backlog
+# of earlier runs sits in front of the markers, and a running demo is not disturbed.
+PORTS = {"ws": 18180, "streams": 18191, "storage": 18192}
+STACK_ENV = {
+    "IOC_BROKER_PORT": "19692",
+    "IOC_CONTROLLER_PORT": "19693",
+    "IOC_DB_PORT": "55932",
+    "IOC_MQTT_PORT": "19983",
+    "IOC_WS_PORT": str(PORTS["ws"]),
+    "IOC_STREAMS_HTTP_PORT": str(PORTS["streams"]),
+    "IOC_STORAGE_HTTP_PORT": str(PORTS["storage"]),
+    "IOC_INGEST_HTTP_PORT": "18181",
+    "IOC_ALERTS_HTTP_PORT": "18194",
+    "IOC_SIM_METRICS_PORT": "18193",
+}
+
+
+@dataclass
+class Step:
+    extra_rate: int
+    seconds: float
+    lags_s: list[float] = field(default_factory=list)  # math.inf: never reached the wall
+    input_rate: float = 0.0
+    applied_rate: float = 0.0
+    kpi_rate: float = 0.0
+    sink_rate: float = 0.0
+    lag_series: list[tuple[float, float]] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # % of one core
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    hops: dict[str, tuple[float, float]] = field(default_factory=dict)  # median, max (s)
+
+    def pct(self, q: float) -> float:
+        if not self.lags_s:
+            return math.nan
+        ordered = sorted(self.lags_s)
+        return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+    @property
+    def kpi_per_event(self) -> float:
+        return self.kpi_rate / self.applied_rate if self.applied_rate else math.nan
+
+    @property
+    def lag_growth(self) -> float:
+        """Least-squares slope (records/s) of the worker's lag over the second half."""
+        half = self.lag_series[len(self.lag_series) // 2 :]
+        if len(half) < 2:
+            return 0.0
+        n = len(half)
+        mx = sum(t for t, _ in half) / n
+        my = sum(v for _, v in half) / n
+        var = sum((t - mx) ** 2 for t, _ in half)
+        return sum((t - mx) * (v - my) for t, v in half) / var if var else 0.0
+
+    @property
+    def sustained(self) -> bool:
+        # Flat lag: it grows by less than 2 % of the input per second, and every marker
+        # reached the wall.
+        return self.lag_growth <= 0.02 * self.input_rate + 20 and math.inf not in self.lags_s
+
+
+class Markers:
+    """Marker events out through Kafka, their first appearance on the wall back in."""
+
+    def __init__(self, bootstrap: str, token: str) -> None:
+        self.prefix = f"E2E{uuid.uuid4().hex[:6].upper()}"
+        self.bootstrap = bootstrap
+        self.token = token
+        self.sent: dict[int, float] = {}
+        self.acked: dict[int, float] = {}  # the broker acknowledged the marker (acks=all)
+        self.seen: dict[int, float] = {}  # first update on the wall
+        # first time the marker's station appears on each internal hop
+        self.hops: dict[str, dict[int, float]] = {"partials": {}, "kpi": {}}
+        self.subscribed = asyncio.Event()
+        self.arrived = asyncio.Event()
+
+    async def watch(self) -> None:
+        url = f"ws://127.0.0.1:{PORTS['ws']}/ws?token={self.token}"
+        pattern = re.compile(rf"^station:{self.prefix}-(\d+)$")
+        async with connect(url, max_size=None) as ws:
+            await ws.send(
+                orjson.dumps(
+                    {
+                        "op": "subscribe",
+                        "sub": "e2e",
+                        "channel": "kpi",
+                        "kpis": ["air.pm25.avg"],
+                        "scopes": [f"station:{self.prefix}-*"],
+                    }
+                ).decode()
+            )
+            async for raw in ws:
+                now = time.monotonic()
+                frame = orjson.loads(raw)
+                if frame.get("type") == "snapshot":
+                    self.subscribed.set()
+                for item in frame.get("items", ()):
+                    m = pattern.match(item.get("scope", ""))
+                    if m:
+                        self.seen.setdefault(int(m.group(1)), now)
+                        self.arrived.set()
+
+    async def send(self, interval: float, stop: asyncio.Event) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        await producer.start()
+        try:
+            n = 0
+            while not stop.is_set():
+                station = f"{self.prefix}-{n}"
+                source = f"/sensors/air/{station}"
+                event = new_event(
+                    "vn.ioc.air.observed",
+                    source,
+                    {"station_id": station, "district": "HD", "pm25": 12.0, "pm10": 30.0},
+                    time=datetime.now(UTC),
+                )
+                self.sent[n] = time.monotonic()
+                await producer.send_and_wait(
+                    topics.events_topic("air"), encode(event), key=source.encode()
+                )
+                self.acked[n] = time.monotonic()
+                n += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+        finally:
+            await producer.stop()
+
+    async def trace(self, partials_topic: str) -> None:
+        """Watch the stage-1 output (pane partials, keyed `kpi|scope`) and the stage-2
+        output (`ioc.kpi`, keyed `kpi|scope|window`) for the marker stations."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka import TopicPartition as TP
+
+        from events.brokers import refresh_metadata
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, fetch_max_wait_ms=10
+        )
+        await consumer.start()
+        try:
+            await refresh_metadata(consumer)
+            parts = [
+                TP(t, p)
+                for t in (partials_topic, topics.KPI)
+                for p in consumer.partitions_for_topic(t) or ()
+            ]
+            consumer.assign(parts)
+            await consumer.seek_to_end(*parts)
+            needle = f"air.pm25.avg|station:{self.prefix}-".encode()
+            while True:
+                batch = await consumer.getmany(timeout_ms=50)
+                now = time.monotonic()
+                for tp, records in batch.items():
+                    hop = self.hops["kpi" if tp.topic == topics.KPI else "partials"]
+                    for r in records:
+                        if r.key and r.key.startswith(needle):
+                            n = int(r.key[len(needle) :].split(b"|", 1)[0])
+                            hop.setdefault(n, now)
+        finally:
+            await consumer.stop()
+
+    def hop_medians(self, sent_from: float, sent_until: float) -> dict[str, tuple[float, float]]:
+        """Median and max seconds from the send to each hop, for the markers of a step
+        that reached it."""
+        out: dict[str, tuple[float, float]] = {}
+        stages = [("ack", self.acked), ("partials", self.hops["partials"])]
+        stages += [("kpi", self.hops["kpi"]), ("wall", self.seen)]
+        for name, seen in stages:
+            xs = sorted(
+                seen[n] - t
+                for n, t in self.sent.items()
+                if sent_from <= t < sent_until and n in seen
+            )
+            if xs:
+                out[name] = (xs[len(xs) // 2], xs[-1])
+        return out
+
+    def lags(self, sent_from: float, sent_until: float, timeout: float) -> list[float]:
+        out = []
+        for n, t in self.sent.items():
+            if sent_from <= t < sent_until:
+                seen = self.seen.get(n)
+                out.append(seen - t if seen is not None and seen - t <= timeout else math.inf)
+        return out
+
+
+async def _metrics(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
+    """Prometheus text of a component: each sample summed over its labels."""
+    out: dict[str, float] = {}
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return out
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        name = name.split("{", 1)[0]
+        with contextlib.suppress(ValueError):
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def _event_offsets(consumer: KafkaConsumer) -> int:
+    tps = [
+        TopicPartition(topics.events_topic(d), p)
+        for d in DOMAINS
+        for p in consumer.partitions_for_topic(topics.events_topic(d)) or ()
+    ]
+    return sum(consumer.end_offsets(tps).values())
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def _rss_mb(pids: list[int]) -> float:
+    kb = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    kb += int(line.split()[1])
+    return kb / 1024
+
+
+async def _wait_healthy(session: aiohttp.ClientSession, demo: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 240
+    for name, port in PORTS.items():
+        path = "healthz" if name == "ws" else "health"
+        while True:
+            if demo.poll() is not None:
+                raise SystemExit(f"`ioc up` exited ({demo.returncode}) before {name} was up")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/{path}") as resp:
+                    if resp.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not answer on port {port} within 240 s")
+            await asyncio.sleep(0.5)  # polling interval
+
+
+def _spawn(
+    argv: list[str], out: Any = subprocess.DEVNULL, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`ioc <argv>` in its own process group (so it can be stopped with its children)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ioc", *argv],
+        stdout=out,
+        stderr=subprocess.STDOUT if out is not subprocess.DEVNULL else subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+
+
+async def run_step(
+    step: Step,
+    markers: Markers,
+    session: aiohttp.ClientSession,
+    consumer: KafkaConsumer,
+    groups: dict[str, list[int]],
+    args: argparse.Namespace,
+) -> None:
+    load: subprocess.Popen[bytes] | None = None
+    load_log: Any = None
+    if step.extra_rate:
+        rate = str(step.extra_rate)
+        duration = str(step.seconds + 5)
+        load_log = (OUT_DIR / f"load-{step.extra_rate}.log").open("wb")
+        load = _spawn(
+            [
+                *("simulate", "--rate", rate, "--producer", "aiokafka", "--no-live"),
+                *("--seed", rate, "--duration", duration),
+            ],
+            load_log,
+            # (no metrics port: the demo's simulator holds IOC_SIM_METRICS_PORT)
+            env={**os.environ, "IOC_SIM_METRICS_PORT": "0"},
+        )
+        groups = {**groups, "load generator": [load.pid]}
+    begin = time.monotonic()
+    offsets0 = await asyncio.to_thread(_event_offsets, consumer)
+    streams0 = await _metrics(session, PORTS["streams"])
+    storage0 = await _metrics(session, PORTS["storage"])
+    ticks0 = {name: _cpu_ticks(pids) for name, pids in groups.items()}
+    rss: dict[str, float] = {}
+    while (elapsed := time.monotonic() - begin) < step.seconds:
+        m = await _metrics(session, PORTS["streams"])
+        step.lag_series.append((elapsed, m.get("ioc_streams_lag", 0.0)))
+        for name, pids in groups.items():
+            rss[name] = max(rss.get(name, 0.0), _rss_mb(pids))
+        await asyncio.sleep(1.0)  # sampling interval
+    seconds = time.monotonic() - begin
+    offsets1 = await asyncio.to_thread(_event_offsets, consumer)
+    streams1 = await _metrics(session, PORTS["streams"])
+    storage1 = await _metrics(session, PORTS["storage"])
+    step.cpu = {
+        name: 100 * (_cpu_ticks(pids) - ticks0[name]) / TICKS / seconds
+        for name, pids in groups.items()
+    }
+    step.rss_mb = rss
+    step.input_rate = (offsets1 - offsets0) / seconds
+
+    def rate(a: dict[str, float], b: dict[str, float], key: str) -> float:
+        return (b.get(key, 0.0) - a.get(key, 0.0)) / seconds
+
+    step.applied_rate = rate(streams0, streams1, "ioc_streams_events_total")
+    step.kpi_rate = rate(streams0, streams1, "ioc_streams_kpi_records_total")
+    step.sink_rate = rate(storage0, storage1, "ioc_sink_rows_total")
+    if load is not None:
+        if load.poll() not in (None, 0):
+            raise SystemExit(
+                f"the load generator failed ({load.returncode}): see {OUT_DIR}/load-*.log"
+            )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(load.pid, signal.SIGTERM)
+        load.wait()
+        load_log.close()
+    # Markers sent during the step: wait until each arrived or timed out.
+    end = begin + seconds
+    while any(
+        n not in markers.seen and time.monotonic() - t < args.marker_timeout
+        for n, t in markers.sent.items()
+        if begin <= t < end
+    ):
+        markers.arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(markers.arrived.wait(), 0.5)
+    step.lags_s = markers.lags(begin, end, args.marker_timeout)
+    step.hops = markers.hop_medians(begin, end)
+
+
+def _ms(s: float) -> str:
+    return "never" if math.isinf(s) else "-" if math.isnan(s) else f"{s * 1000:,.0f}"
+
+
+def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float) -> None:
+    rows = []
+    for s in steps:
+        lost = sum(1 for x in s.lags_s if math.isinf(x))
+        rows.append(
+            f"| {s.extra_rate:,} | {s.input_rate:,.0f} | {s.applied_rate:,.0f} | "
+            f"{len(s.lags_s)}{f' ({lost} never)' if lost else ''} | {_ms(s.pct(0.5))} | "
+            f"{_ms(s.pct(0.95))} | {_ms(s.pct(0.99))} | {s.lag_growth:+,.0f} | "
+            f"{'yes' if s.sustained else 'no'} | {s.kpi_per_event:.2f} | {s.sink_rate:,.0f} |"
+        )
+    names = sorted(
+        {n for s in steps for n in s.cpu}, key=lambda n: -max(s.cpu.get(n, 0.0) for s in steps)
+    )
+    cpu_rows = [
+        f"| {n} | "
+        + " | ".join(f"{s.cpu.get(n, 0):.0f} % / {s.rss_mb.get(n, 0):,.0f}" for s in steps)
+        + " |"
+        for n in names
+    ]
+    hop_names = (
+        ("ack", "acked by the broker"),
+        ("partials", "stage 1 output (`ioc.streams.partials`)"),
+        ("kpi", "stage 2 output (`ioc.kpi`)"),
+        ("wall", "websocket client (the wall)"),
+    )
+    hop_rows = [
+        f"| {label} | "
+        + " | ".join(
+            f"{s.hops[key][0]:.2f} / {s.hops[key][1]:.2f}" if key in s.hops else "-" for s in steps
+        )
+        + " |"
+        for key, label in hop_names
+    ]
+    sustained = [s.input_rate for s in steps if s.sustained]
+    best = max(sustained) if sustained else 0.0
+    chart = _chart(steps, broker)
+    body = (
+        f"Broker: {broker}. {machine_note(load)} A fresh stack (its own state directory) "
+        f"warms up for {args.warmup:.0f} s, then each step runs {args.step_seconds:.0f} s; "
+        f"a marker every {args.marker_interval:g} s; a marker not on the wall within "
+        f"{args.marker_timeout:.0f} s counts as never (it stays in the percentiles).\n\n"
+        "| extra load asked (ev/s) | input achieved (ev/s) | worker applied (ev/s) | markers | "
+        "event → wall p50 (ms) | p95 | p99 | lag growth (records/s) | sustained | "
+        "KPI records per event | sink rows/s |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
+        + "\n".join(rows)
+        + f"\n\nHighest input rate sustained with flat lag: **{best:,.0f} ev/s**.\n\n"
+        "Where the time goes: seconds from the marker's send to its first appearance on "
+        "each hop, median / max over the markers of the step:\n\n"
+        "| hop | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
+        "|---|" + "---:|" * len(steps) + "\n" + "\n".join(hop_rows) + "\n\n"
+        "CPU (% of one core) / peak RSS (MB) per process, per step:\n\n"
+        "| process | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
+        "|---|"
+        + "---:|" * len(steps)
+        + "\n"
+        + "\n".join(cpu_rows)
+        + (f"\n\n![event → wall]({chart})" if chart else "")
+    )
+    suffix = "" if broker == "Apache Kafka" else "_tansu"
+    # A p95 of a step where some marker never reached the wall is written as "never".
+    figures: dict[str, Any] = {f"e2e_max_sustained_events_per_s{suffix}": round(best)}
+    by_rate = {s.extra_rate: s for s in steps}
+    for rate, key in ((0, "idle"), (5000, "5k")):
+        if rate in by_rate and not math.isnan(by_rate[rate].pct(0.95)):
+            p95 = by_rate[rate].pct(0.95)
+            figures[f"e2e_p95_ms_{key}{suffix}"] = "never" if math.isinf(p95) else round(p95 * 1000)
+    if 0 in by_rate:
+        figures[f"kpi_records_per_event_demo{suffix}"] = round(by_rate[0].kpi_per_event, 2)
+    cmd = (
+        f".venv/bin/python -m benchmarks.bench_e2e --broker {args.broker} --steps "
+        f"{args.steps} --step-seconds {args.step_seconds:g}"
+    )
+    record(f"bench_e2e-{args.broker}", cmd, body, figures)
+    console.print(f"recorded in {DOC.relative_to(ROOT)}")
+
+
+def _chart(steps: list[Step], broker: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        console.print("matplotlib missing (pip install -e '.[bench]'): no chart")
+        return None
+    xs = [s.extra_rate for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for q, style in ((0.5, "o-"), (0.95, "s-"), (0.99, "^-")):
+        ys = [min(s.pct(q), 60.0) for s in steps]  # a never-arriving marker plots at 60 s
+        ax.plot(xs, ys, style, label=f"p{round(q * 100)}")
+    ax.set_xlabel("extra simulator load asked (events/s)")
+    ax.set_ylabel("event → wall (s)")
+    ax.set_title(f"Sensor to wall, whole stack on one machine ({broker})")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    name = f"bench_e2e_{'kafka' if broker == 'Apache Kafka' else 'tansu'}.png"
+    fig.tight_layout()
+    fig.savefig(DOC.parent / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
+async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
+    load = os.getloadavg()[0]
+    settings = ServiceSettings(broker=args.broker)
+    OUT_DIR.mkdir(exist_ok=True)
+    log_file = OUT_DIR / f"{args.broker}.log"
+    with log_file.open("wb") as log:
+        demo = _spawn(["up"], log, env=env)
+    steps = [Step(int(r), args.step_seconds) for r in args.steps.split(",")]
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            with console.status("starting `ioc up`…"):
+                await _wait_healthy(session, demo)
+            from events.brokers import is_tansu
+
+            broker = "Tansu" if is_tansu(settings.bootstrap_servers) else "Apache Kafka"
+            markers = Markers(settings.bootstrap_servers, args.token)
+            tasks.append(asyncio.create_task(markers.watch()))
+            tasks.append(asyncio.create_task(markers.trace("ioc.streams.partials")))
+            await asyncio.wait_for(markers.subscribed.wait(), 30)
+            tasks.append(asyncio.create_task(markers.send(args.marker_interval, stop)))
+            consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+            await asyncio.to_thread(consumer.topics)  # load metadata for every topic
+            # The stack's first minute (topics, groups joining, the first windows) is not
+            # part of any step; markers sent meanwhile are not counted.
+            with console.status(f"warming up for {args.warmup:.0f} s…"):
+                await asyncio.sleep(args.warmup)
+            for step in steps:
+                groups = process_groups(settings, demo.pid)
+                console.print(f"step +{step.extra_rate:,} ev/s for {step.seconds:.0f} s…")
+                await run_step(step, markers, session, consumer, groups, args)
+                console.print(
+                    f"  input {step.input_rate:,.0f} ev/s, applied {step.applied_rate:,.0f}, "
+                    f"p50 {_ms(step.pct(0.5))} ms, p95 {_ms(step.pct(0.95))} ms, "
+                    f"lag growth {step.lag_growth:+,.0f}/s, "
+                    f"KPI/event {step.kpi_per_event:.2f}"
+                )
+                if step.extra_rate and not step.sustained and step is not steps[-1]:
+                    console.print("  fell behind: later steps would only be further behind")
+                    steps = steps[: steps.index(step) + 1]
+                    break
+            consumer.close()
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+        services_down(Path(args.state_dir), args.broker)
+    report(steps, args, broker, load)
+
+
+def fresh_stack(args: argparse.Namespace) -> dict[str, str]:
+    """Wipe the benchmark's own state directory (never another one) and return the
+    environment of its stack; this process's settings use it too."""
+    state_dir = Path(args.state_dir)
+    if state_dir.exists():  # a fresh stack every run (ours only: refuse other directories)
+        if not (state_dir / ".bench-e2e").exists():
+            raise SystemExit(f"{state_dir} exists and is not a bench_e2e state directory")
+        services_down(state_dir, args.broker)
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+    (state_dir / ".bench-e2e").touch()
+    env = {**os.environ, **STACK_ENV, "IOC_BROKER": args.broker, "IOC_STATE_DIR": str(state_dir)}
+    os.environ.update(env)
+    return env
+
+
+def services_down(state_dir: Path, broker: str) -> None:
+    """Stop the services of the benchmark's own stack (a previous run's, or this one's)."""
+    env = {**os.environ, **STACK_ENV, "IOC_BROKER": broker, "IOC_STATE_DIR": str(state_dir)}
+    subprocess.run(
+        [sys.executable, "-m", "ioc", "services", "down"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--broker", choices=["kafka", "tansu"], required=True)
+    parser.add_argument("--steps", default="0,1000,5000,10000,20000")
+    parser.add_argument("--step-seconds", type=float, default=60)
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before step 1")
+    parser.add_argument("--marker-interval", type=float, default=1.0)
+    parser.add_argument("--marker-timeout", type=float, default=30.0)
+    parser.add_argument("--token", default="wall-viewer")
+    parser.add_argument(
+        "--state-dir", default="/tmp/ioc-bench-e2e", help="the stack's own, wiped at start"
+    )
+    args = parser.parse_args()
+    asyncio.run(main_async(args, fresh_stack(args)))
+
+
+if __name__ == "__main__":
+    main()

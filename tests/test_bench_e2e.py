@@ -1,0 +1,38 @@
+"""The figures of benchmarks/bench_e2e.py: a marker that never reached the wall stays in
+the percentiles, and "sustained" means a flat lag with every marker delivered."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.bench_e2e import Markers, Step
+
+
+def test_a_marker_that_never_arrives_stays_in_the_percentiles() -> None:
+    step = Step(5000, 60, lags_s=[0.5] * 95 + [math.inf] * 5)
+    assert step.pct(0.5) == 0.5
+    assert step.pct(0.95) == 0.5  # the 95th of 100 samples is the last 0.5 s one
+    assert math.isinf(step.pct(0.96))
+    assert not step.sustained  # some markers never reached the wall
+
+
+def test_sustained_only_with_a_flat_lag_in_the_second_half() -> None:
+    flat = Step(1000, 60, input_rate=1200, lags_s=[1.0])
+    flat.lag_series = [(t, 5000.0 if t < 30 else 300.0 + (t % 2)) for t in range(60)]
+    assert abs(flat.lag_growth) < 1
+    assert flat.sustained  # a backlog drained in the first half does not count
+    growing = Step(20000, 60, input_rate=15000, lags_s=[1.0])
+    growing.lag_series = [(t, 1000.0 * t) for t in range(60)]
+    assert math.isclose(growing.lag_growth, 1000.0)
+    assert not growing.sustained
+
+
+def test_marker_lags_count_late_ones_as_never() -> None:
+    markers = Markers("127.0.0.1:1", "t")
+    markers.sent = {0: 10.0, 1: 11.0, 2: 12.0, 3: 50.0}
+    markers.seen = {0: 10.8, 2: 50.0}  # 1 never arrived, 2 arrived after the timeout
+    lags = markers.lags(0.0, 20.0, timeout=30.0)  # marker 3 was sent after this step
+    assert lags[0] == pytest.approx(0.8)
+    assert lags[1:] == [math.inf, math.inf]

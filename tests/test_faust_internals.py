@@ -1,0 +1,57 @@
+"""The Faust consumer internals that streams/faust_consumer.py overrides or calls.
+
+`BatchConsumer` replaces Faust's private drain loop and uses private helpers of its
+aiokafka consumer. faust-streaming is pinned to an exact version in pyproject.toml; this
+test names what changed if an upgrade moves any of it, before a worker meets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from importlib.metadata import version
+
+import pytest
+from faust.transport.drivers.aiokafka import Consumer
+from mode import Service
+
+from streams.faust_consumer import BatchConsumer
+
+PINNED = "0.15.3"
+
+# name -> parameters (after self) the override or call relies on
+METHODS = {
+    "_drain_messages": ["fetcher"],  # replaced: the per-record hand-off loop
+    "_wait_next_records": ["timeout"],  # called: returns (records by TP, active TPs)
+    "_commit": ["offsets"],  # called: commit through Faust's consumer thread
+    "on_partitions_assigned": ["assigned", "generation_id"],  # extended
+    "on_partitions_revoked": ["revoked"],  # extended
+}
+
+
+def test_faust_is_the_pinned_version() -> None:
+    assert version("faust-streaming") == PINNED, (
+        f"faust-streaming {version('faust-streaming')} installed, {PINNED} pinned: check "
+        "streams/faust_consumer.py against the new version, then update the pin and PINNED"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_consumer_methods_we_override_or_call_exist_with_their_parameters(
+    name: str,
+) -> None:
+    method = getattr(Consumer, name, None)
+    assert method is not None, f"Faust's aiokafka Consumer has no {name} any more"
+    assert asyncio.iscoroutinefunction(method), f"Consumer.{name} is no longer a coroutine"
+    params = [p for p in inspect.signature(method).parameters if p != "self"]
+    assert params == METHODS[name], f"Consumer.{name}{params}: expected {METHODS[name]}"
+    if name == "_drain_messages":  # our override is the one that runs
+        assert BatchConsumer._drain_messages is not Consumer._drain_messages
+
+
+def test_the_attributes_the_drain_loop_reads() -> None:
+    assert isinstance(Consumer.should_stop, property), "Consumer.should_stop is not a property"
+    errors = Consumer.consumer_stopped_errors
+    assert isinstance(errors, tuple) and errors, "Consumer.consumer_stopped_errors changed"
+    # The loop polls the consumer's and the fetcher's `_stopped` events (mode.Service).
+    assert "self._stopped = " in inspect.getsource(Service), "mode.Service has no _stopped"

@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -224,9 +226,10 @@ def report(
             continue
         pts = [(t, v) for t, v in series[key] if t >= warm]
         first, last = series[key][0][1], series[key][-1][1]
+        peak = max(v for _, v in series[key])
         rows.append(
-            f"| {key.removesuffix('_kb')} | {first / 1024:.0f} | {last / 1024:.0f} | "
-            f"{slope_per_hour(pts):+.1f} |"
+            f"| {key.removesuffix('_kb')} | {first / 1024:.0f} | {peak / 1024:.0f} | "
+            f"{last / 1024:.0f} | {slope_per_hour(pts):+.1f} |"
         )
     minutes = max(t for pts in series.values() for t, _ in pts) / 60
     machine = machine_note(load_at_start) if load_at_start is not None else ""
@@ -234,13 +237,49 @@ def report(
         f"`ioc up` with `IOC_BROKER={args.broker}` for {minutes:.0f} min, sampled every "
         f"{args.interval:.0f} s; growth is the least-squares slope after the first "
         f"{args.warmup:.0f} min. {machine}\n\n"
-        "| series | first (MB) | last (MB) | growth (MB/h) |\n|---|---|---|---|\n"
+        "| series | first (MB) | max (MB) | last (MB) | growth (MB/h) |\n"
+        "|---|---|---|---|---|\n"
         + "\n".join(rows)
+        + broker_restarts(series, OUT_DIR / f"{args.broker}.log")
         + f"\n\nSamples: `benchmarks/soak/{args.broker}.jsonl`."
     )
-    cmd = f".venv/bin/python -m benchmarks.soak --broker {args.broker} --minutes {minutes:.0f}"
+    cap = os.environ.get("IOC_TANSU_MAX_RSS_MB") if args.broker == "tansu" else None
+    cmd = (f"IOC_TANSU_MAX_RSS_MB={cap} " if cap else "") + (
+        f".venv/bin/python -m benchmarks.soak --broker {args.broker} --minutes {minutes:.0f}"
+    )
     record(f"soak-{args.broker}", cmd, body, {}, doc=DOC, header=_HEADER)
     console.print(f"recorded in {DOC.relative_to(ROOT)}")
+
+
+def broker_restarts(series: dict[str, list[tuple[float, int]]], log: Path) -> str:
+    """The broker restarts of `ioc up`'s memory cap (Tansu) seen in its log, and the
+    broker's RSS sample by sample (the saw-tooth); empty when there was none."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    # One JSON line each (an older `ioc up` wrapped them: join the lines first).
+    joined = re.sub(r"\n(?!\S+\s+\|)", "", text)
+    restarts = [
+        json.loads(m.group(1))
+        for m in re.finditer(r"broker-guard \| (\{.*\})", joined)
+        if '"broker.restarted"' in m.group(1)
+    ]
+    if not restarts:
+        return ""
+    took = [r["seconds"] for r in restarts if isinstance(r.get("seconds"), int | float)]
+    before = [r["rss_before_mb"] for r in restarts if "rss_before_mb" in r]
+    after = [r["rss_after_mb"] for r in restarts if r.get("rss_after_mb") is not None]
+    rss = " ".join(f"{v / 1024:.0f}" for _, v in series.get("rss_broker_kb", []))
+
+    def span(values: list[Any], unit: str, fmt: str = "{:.0f}") -> str:
+        lo, hi = fmt.format(min(values, default=0)), fmt.format(max(values, default=0))
+        return f"{lo} {unit}" if lo == hi else f"{lo}-{hi} {unit}"
+
+    return (
+        f"\n\nBroker restarts by the memory cap: {len(restarts)} (broker RSS "
+        f"{span(before, 'MB')} before, {span(after, 'MB')} right after; each pause, from "
+        f"stopping the components to the broker serving its re-created topics, took "
+        f"{span(took, 's', '{:.1f}')}, then the components started again). Broker RSS per "
+        f"sample (MB): {rss}."
+    )
 
 
 _HEADER = (

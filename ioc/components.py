@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from ioc.broker_guard import restarts_file
 from ioc.settings import ServiceSettings
 from ioc.supervisor import Component, python_module
 
@@ -28,7 +29,9 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     # Later issues append their processes here (simulators, stream workers, sinks,
     # the push server) with `python_module(...)` argv and `env`.
     # HTTP (IOC_INGEST_HTTP_PORT, 8081) and MQTT (ioc/events/#) gateways into Kafka.
-    components.append(Component("ingest", python_module("ioc", "ingest", "serve"), env))
+    components.append(
+        Component("ingest", python_module("ioc", "ingest", "serve"), env, source=True)
+    )
     # Stream worker: ioc.events.* -> windows/KPIs on ioc.kpi, bad records on ioc.deadletter
     # (health + Prometheus metrics on IOC_STREAMS_HTTP_PORT, 8091). Faust-hosted unless
     # IOC_STREAMS_ENGINE=aiokafka.
@@ -37,8 +40,10 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     )
     # Alerts: ioc.kpi + ioc.alerts.commands -> ioc.alerts (single instance; see docs/alerts.md).
     components.append(Component("alerts", python_module("ioc", "alerts", "worker"), env))
-    # Push server + wall display (reads ioc.kpi/ioc.alerts itself; IOC_WS_* settings).
-    components.append(Component("ws", python_module("ioc", "ws", "serve"), env))
+    # Push server + wall display (reads ioc.kpi/ioc.alerts itself; IOC_WS_* settings). It
+    # shows a notice after the supervisor restarted the broker (ioc/broker_guard.py).
+    ws_env = {**env, "IOC_WS_BROKER_RESTARTS_FILE": str(restarts_file(settings))}
+    components.append(Component("ws", python_module("ioc", "ws", "serve"), ws_env))
     # Storage: migrations, then the raw-event, KPI and alert sinks into TimescaleDB and the
     # retention/rollup job (health + Prometheus metrics on IOC_STORAGE_HTTP_PORT, 8092).
     components.append(Component("storage", python_module("storage"), env))
@@ -50,6 +55,7 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
             python_module("simulators", "--rate", "200", "--scenario", "cycle", "--no-live"),
             # (an IOC_SIM_METRICS_PORT of the caller wins: two demos side by side)
             {"IOC_SIM_METRICS_PORT": os.environ.get("IOC_SIM_METRICS_PORT", "8093"), **env},
+            source=True,
         )
     )
     return components

@@ -34,6 +34,18 @@ class ServiceSettings(BaseSettings):
     # JVM heap of Apache Kafka: the broker needs little heap (it relies on the page
     # cache), and this machine class has 2 cores shared with every other process.
     kafka_heap: str = "512m"
+    # Tansu keeps every record in memory (no retention): when `ioc up` runs our Tansu, the
+    # supervisor restarts it once its resident memory passes this many MiB (0: never; see
+    # docs/reliability.md). At the demo rate (3.5 to 8 GB an hour, measured) 2048 MiB means
+    # a restart every 15 to 35 minutes, and the whole demo stays within about 3.5 GB.
+    tansu_max_rss_mb: int = Field(default=2048, ge=0)
+    # How often the broker's memory is read, and the least time between two restarts (a
+    # cap below what an empty Tansu needs must not restart it in a loop).
+    tansu_check_interval_s: float = Field(default=5.0, gt=0)
+    tansu_min_restart_interval_s: float = Field(default=60.0, ge=0)
+    # Prometheus metrics of `ioc up`'s supervisor (broker restarts, the broker's memory);
+    # 0 picks a free port.
+    supervisor_http_port: int = Field(default=8095, ge=0, le=65535)
     db_port: int = 55432
     mqtt_port: int = 1883
     # When set, this TimescaleDB is used and no local one is provisioned.

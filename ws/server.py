@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 
 from events.errors import ProtocolError
 from events.records import AlertCommand, AlertRecord, KpiRecord
-from ws import http
+from ws import http, notice
 from ws.hub import ClientState, Hub, kpi_key, newer_kpi, window_key
 from ws.protocol import CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT, MAX_HISTORY_HOURS, error_frame
 from ws.session import (
@@ -109,6 +109,10 @@ class PushServer:
         self._watchdog: asyncio.Task[None] | None = None
         self._config_body: bytes | None = None
         self.consumer_ready = False  # set by the bridge once it has its partitions
+        # The operational notice in force (a broker restart), sent after every welcome.
+        self.notice: dict[str, Any] | None = None
+        self._notice_task: asyncio.Task[None] | None = None
+        self._welcomed: set[int] = set()  # clients past authentication
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -127,6 +131,9 @@ class PushServer:
         )
         self._watchdog = asyncio.create_task(self._watch_slow_clients())
         self._flusher = asyncio.create_task(self._flush_loop())
+        self.refresh_notice()
+        if s.ws_broker_restarts_file is not None:
+            self._notice_task = asyncio.create_task(self._watch_notice())
 
     @property
     def port(self) -> int:
@@ -138,7 +145,7 @@ class PushServer:
         return f"http://{self.settings.ws_host}:{self.port}/"
 
     async def stop(self) -> None:
-        for task in (self._watchdog, self._flusher):
+        for task in (self._watchdog, self._flusher, self._notice_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -155,6 +162,32 @@ class PushServer:
     def on_alerts(self, records: list[AlertRecord]) -> None:
         self.hub.publish_alerts(records, time.monotonic())
         self.metrics.records.labels("ioc.alerts").inc(len(records))
+
+    # --- operational notices ----------------------------------------------------------
+    def refresh_notice(self) -> bool:
+        """Read the restart record again; True if the notice changed."""
+        record = notice.read_record(self.settings.ws_broker_restarts_file)
+        now = datetime.now(UTC)
+        current = notice.broker_restart_notice(record, now, self.settings.ws_broker_notice_s)
+        if current == self.notice:
+            return False
+        self.notice = current
+        if current is not None:
+            log.warning("broker_restart_notice", at=current["at"], until=current["until"])
+        return True
+
+    async def _watch_notice(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.refresh_notice() and self.notice is not None:
+                frame = encode_frame(self.notice)
+                for client_id in list(self._welcomed):
+                    ws = self._connections.get(client_id)
+                    if ws is None:
+                        continue
+                    with contextlib.suppress(ConnectionClosed, TimeoutError):
+                        await asyncio.wait_for(ws.send(frame), self.settings.ws_slow_send_s)
+                        self.metrics.frames.inc()
 
     # --- writing --------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -301,6 +334,7 @@ class PushServer:
         finally:
             session.close()
             self._connections.pop(client.client_id, None)
+            self._welcomed.discard(client.client_id)
             blocked = self._blocked.pop(client.client_id, None)
             if blocked is not None:
                 blocked.cancel()
@@ -325,6 +359,13 @@ class PushServer:
     async def _send(self, ws: ServerConnection, frame: dict[str, Any]) -> None:
         await ws.send(encode_frame(frame))
         self.metrics.frames.inc()
+        if frame.get("type") == "welcome":
+            if self.notice is not None:
+                await ws.send(encode_frame(self.notice))
+                self.metrics.frames.inc()
+            for client_id, conn in self._connections.items():
+                if conn is ws:
+                    self._welcomed.add(client_id)
 
     async def _forward(self, ws: ServerConnection, out: PublishCommand) -> None:
         cmd = out.command

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,6 +56,10 @@ class WsSettings(BaseSettings):
     # server then knows what was published while it was down (0: from the end).
     ws_kpi_rewind_s: float = Field(default=120.0, ge=0)
     ws_consumer_poll_ms: int = Field(default=50, ge=1)
+    # The record `ioc up` writes when it restarted the broker to free its memory (Tansu;
+    # ioc/broker_guard.py): the wall shows a notice for ws_broker_notice_s after it.
+    ws_broker_restarts_file: Path | None = None
+    ws_broker_notice_s: float = Field(default=1800.0, gt=0)
 
     @field_validator("ws_tokens")
     @classmethod

@@ -6,8 +6,10 @@ import asyncio
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ioc import services
+from ioc.broker_guard import tansu_guard
 from ioc.commands import services as services_cmd
 from ioc.components import demo_components, wall_display_url
 from ioc.supervisor import Supervisor
@@ -36,8 +38,19 @@ def up(
         f"running {len(components)} component(s): "
         f"{', '.join(c.name for c in components) or 'none yet'} — Ctrl-C stops"
     )
+    # Our Tansu holds every record in memory: restart it when it passes its cap.
+    guard = tansu_guard(
+        settings,
+        # soft_wrap: one JSON line stays one line, whatever the terminal width
+        lambda line: console.print(f"broker-guard | {escape(line)}", soft_wrap=True),
+    )
+    if guard is not None:
+        console.print(
+            f"Tansu memory cap: {settings.tansu_max_rss_mb} MiB (IOC_TANSU_MAX_RSS_MB); "
+            "passing it restarts the broker and the components"
+        )
     try:
-        asyncio.run(Supervisor(components, console).run())
+        asyncio.run(Supervisor(components, console, [guard.watch] if guard else []).run())
     finally:
         if started and not keep_services:
             stopped = services.down(settings, tuple(started))

@@ -226,6 +226,23 @@ def _ours_here(settings: ServiceSettings, kind: str) -> bool:
     return address_file.read_text().strip() == settings.bootstrap_servers
 
 
+def ours_tansu(settings: ServiceSettings) -> bool:
+    """True if our Tansu runs on this state directory and address."""
+    return _ours_here(settings, "tansu")
+
+
+def tansu_pid(settings: ServiceSettings) -> int | None:
+    return _process(settings).pid() if ours_tansu(settings) else None
+
+
+def restart_tansu(settings: ServiceSettings) -> None:
+    """Stop our Tansu (freeing every record it holds), start it again empty on the same
+    address and re-create every contract and internal topic before returning."""
+    if ours_tansu(settings):
+        _process(settings).stop()
+    up(settings.model_copy(update={"broker": "tansu"}))
+
+
 def down(settings: ServiceSettings) -> bool:
     """Stop our broker at this address, whichever kind it is (a broker of ours on another
     port, e.g. a kept Apache Kafka beside the second test pass's Tansu, is left alone)."""

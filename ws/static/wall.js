@@ -18,6 +18,7 @@
       raised: "Mới", escalated: "Nâng cấp", acknowledged: "Đã xác nhận", cleared: "Đã hết",
       pm25: "PM2.5", per_min: "/phút", load: "Phụ tải",
       live_window: "Tạm tính", live_window_hint: "Báo theo giá trị tạm tính của một cửa sổ chưa chốt",
+      broker_restart: "Máy chủ sự kiện (broker) khởi động lại lúc {t} để giải phóng bộ nhớ; dữ liệu đang truyền có thể mất",
     },
     en: {
       title: "Intelligent Operations Center", map: "District status map",
@@ -35,6 +36,7 @@
       raised: "New", escalated: "Escalated", acknowledged: "Acknowledged", cleared: "Cleared",
       pm25: "PM2.5", per_min: "/min", load: "Load",
       live_window: "Live value", live_window_hint: "Raised on a live (not yet final) window",
+      broker_restart: "The event broker restarted at {t} to free memory; data in transit may have been lost",
     },
   };
   const ALARM_VI = ["", "BĐ I", "BĐ II", "BĐ III"];
@@ -78,6 +80,8 @@
   let omittedAlerts = 0;
   const MAX_ALERT_ITEMS = 100;
   let requestId = 0;
+  // The server's operational notice (a broker restart), shown until its "until".
+  let notice = null;
   const plots = new Map();
 
   const $ = (id) => document.getElementById(id);
@@ -385,6 +389,17 @@
     const el = $("staleness");
     el.textContent = lastUpdate ? t("updated", { t: ago(Date.now() - lastUpdate) }) : t("never");
     el.classList.toggle("stale", !lastUpdate || Date.now() - lastUpdate > 120000);
+    renderNotice();
+  }
+
+  function renderNotice() {
+    const el = $("notice");
+    const shown = notice && Date.now() < Date.parse(notice.until);
+    el.classList.toggle("hidden", !shown);
+    if (!shown) { el.textContent = ""; return; }
+    const at = new Date(notice.at).toLocaleTimeString(lang === "en" ? "en-GB" : "vi-VN", { hour: "2-digit", minute: "2-digit", hour12: false });
+    el.dataset.kind = notice.kind;
+    el.textContent = t(notice.kind, { t: at });
   }
 
   // --- state -------------------------------------------------------------------------
@@ -453,6 +468,9 @@
         lastUpdate = Date.now();
         scheduleRender();
         break;
+      case "notice":
+        if (msg.kind === "broker_restart") { notice = msg; renderNotice(); }
+        break;
       case "command_accepted":
         break;
       case "error":
@@ -516,6 +534,7 @@
     state: () => ({
       kpis: kpis.size, alerts: alerts.size, role, epoch, lastSeq: { ...lastSeq },
       points: Object.fromEntries([...series].map(([k, m]) => [k, m.size])), resumes,
+      notice: notice && !$("notice").classList.contains("hidden") ? $("notice").textContent : null,
     }),
     drop: () => ws && ws.close(), // simulate a network drop: reconnect + resume follow
   };

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from faust.transport.drivers.aiokafka import Consumer
 from mode import Service
 
+from streams.faust_app import _new_app
 from streams.faust_consumer import BatchConsumer
+from streams.settings import StreamsSettings
 
 PINNED = "0.15.3"
 
@@ -55,3 +59,11 @@ def test_the_attributes_the_drain_loop_reads() -> None:
     assert isinstance(errors, tuple) and errors, "Consumer.consumer_stopped_errors changed"
     # The loop polls the consumer's and the fetcher's `_stopped` events (mode.Service).
     assert "self._stopped = " in inspect.getsource(Service), "mode.Service has no _stopped"
+
+
+def test_the_timer_overlap_warnings_of_mode_are_silenced(tmp_path: Path) -> None:
+    """A tick waiting for a checkpoint's acks outlasts its period every second or so;
+    mode would log a warning each time into the demo's output."""
+    logging.getLogger("mode.timers").setLevel(logging.NOTSET)
+    _new_app(StreamsSettings(), str(tmp_path))
+    assert logging.getLogger("mode.timers").level == logging.ERROR

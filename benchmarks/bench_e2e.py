@@ -114,9 +114,13 @@ class Step:
 
     @property
     def sustained(self) -> bool:
-        # Flat lag: it grows by less than 2 % of the input per second, and every marker
-        # reached the wall.
-        return self.lag_growth <= 0.02 * self.input_rate + 20 and math.inf not in self.lags_s
+        # Flat lag (it grows by less than 2 % of the input per second), the worker applied
+        # at least 97 % of the input, and every marker reached the wall.
+        return (
+            self.lag_growth <= 0.02 * self.input_rate + 20
+            and self.applied_rate >= 0.97 * self.input_rate
+            and math.inf not in self.lags_s
+        )
 
 
 class Markers:

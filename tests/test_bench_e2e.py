@@ -18,12 +18,15 @@ def test_a_marker_that_never_arrives_stays_in_the_percentiles() -> None:
     assert not step.sustained  # some markers never reached the wall
 
 
-def test_sustained_only_with_a_flat_lag_in_the_second_half() -> None:
-    flat = Step(1000, 60, input_rate=1200, lags_s=[1.0])
+def test_sustained_only_with_a_flat_lag_and_the_input_applied() -> None:
+    flat = Step(1000, 60, input_rate=1200, applied_rate=1190, lags_s=[1.0])
     flat.lag_series = [(t, 5000.0 if t < 30 else 300.0 + (t % 2)) for t in range(60)]
     assert abs(flat.lag_growth) < 1
     assert flat.sustained  # a backlog drained in the first half does not count
-    growing = Step(20000, 60, input_rate=15000, lags_s=[1.0])
+    behind = Step(20000, 60, input_rate=17860, applied_rate=17208, lags_s=[1.0])
+    behind.lag_series = [(t, 300.0) for t in range(60)]
+    assert not behind.sustained  # flat lag, but the worker applied 96 % of the input
+    growing = Step(20000, 60, input_rate=15000, applied_rate=15000, lags_s=[1.0])
     growing.lag_series = [(t, 1000.0 * t) for t in range(60)]
     assert math.isclose(growing.lag_growth, 1000.0)
     assert not growing.sustained

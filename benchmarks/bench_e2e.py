@@ -49,7 +49,7 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 
 from benchmarks.results import DOC, machine_note, record
-from benchmarks.soak import process_groups
+from benchmarks.soak import process_groups, slope
 from events import topics
 from events.envelope import encode, new_event
 from events.topics import DOMAINS
@@ -103,14 +103,7 @@ class Step:
     @property
     def lag_growth(self) -> float:
         """Least-squares slope (records/s) of the worker's lag over the second half."""
-        half = self.lag_series[len(self.lag_series) // 2 :]
-        if len(half) < 2:
-            return 0.0
-        n = len(half)
-        mx = sum(t for t, _ in half) / n
-        my = sum(v for _, v in half) / n
-        var = sum((t - mx) ** 2 for t, _ in half)
-        return sum((t - mx) * (v - my) for t, v in half) / var if var else 0.0
+        return slope(self.lag_series[len(self.lag_series) // 2 :])
 
     @property
     def sustained(self) -> bool:

@@ -130,8 +130,8 @@ def sample(settings: ServiceSettings, demo_pid: int) -> dict[str, int]:
     return out
 
 
-def slope_per_hour(points: list[tuple[float, int]]) -> float:
-    """Least-squares slope of (seconds, kB) points, in MB per hour."""
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per second (0 for fewer than 2)."""
     if len(points) < 2:
         return 0.0
     n = len(points)
@@ -140,8 +140,12 @@ def slope_per_hour(points: list[tuple[float, int]]) -> float:
     var = sum((t - mx) ** 2 for t, _ in points)
     if var == 0:
         return 0.0
-    cov = sum((t - mx) * (v - my) for t, v in points)
-    return cov / var * 3600 / 1024
+    return sum((t - mx) * (v - my) for t, v in points) / var
+
+
+def slope_per_hour(points: list[tuple[float, int]]) -> float:
+    """Least-squares slope of (seconds, kB) points, in MB per hour."""
+    return slope([(t, float(v)) for t, v in points]) * 3600 / 1024
 
 
 def main() -> None:

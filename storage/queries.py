@@ -78,6 +78,27 @@ def _alert(row: Sequence[Any]) -> AlertRecord:
     )
 
 
+def _kpi_filters(
+    params: dict[str, Any],
+    kpis: Sequence[str] | None,
+    scopes: Sequence[str] | None,
+    window_s: int | None,
+) -> list[str]:
+    """WHERE conditions for a window size, KPI ids and scope patterns (``*`` allowed);
+    their values go into ``params``."""
+    where: list[str] = []
+    if window_s is not None:
+        where.append("window_s = %(window_s)s")
+        params["window_s"] = window_s
+    if kpis is not None:
+        where.append("kpi = ANY(%(kpis)s)")
+        params["kpis"] = list(kpis)
+    if scopes is not None:
+        where.append("scope LIKE ANY(%(scopes)s)")
+        params["scopes"] = [scope_like(s) for s in scopes]
+    return where
+
+
 async def latest_kpis(
     conn: AnyConn,
     *,
@@ -91,17 +112,8 @@ async def latest_kpis(
     ``window_s`` picks the window size (60 s by default); None takes the newest window of
     any size per (kpi, scope).
     """
-    where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
-    if window_s is not None:
-        where.append("window_s = %(window_s)s")
-        params["window_s"] = window_s
-    if kpis is not None:
-        where.append("kpi = ANY(%(kpis)s)")
-        params["kpis"] = list(kpis)
-    if scopes is not None:
-        where.append("scope LIKE ANY(%(scopes)s)")
-        params["scopes"] = [scope_like(s) for s in scopes]
+    where = _kpi_filters(params, kpis, scopes, window_s)
     sql = (
         f"SELECT DISTINCT ON (kpi, scope) {_KPI_SELECT} FROM kpi_latest"
         f"{' WHERE ' + ' AND '.join(where) if where else ''}"
@@ -123,14 +135,8 @@ async def kpi_windows_since(
 ) -> list[KpiRecord]:
     """Every window (its latest revision) starting at or after ``since``, oldest first;
     ``scopes`` may use ``*``. What a push-server client may have missed while away."""
-    where = ["window_s = %(window_s)s", "window_start >= %(since)s"]
-    params: dict[str, Any] = {"limit": limit, "window_s": window_s, "since": since}
-    if kpis is not None:
-        where.append("kpi = ANY(%(kpis)s)")
-        params["kpis"] = list(kpis)
-    if scopes is not None:
-        where.append("scope LIKE ANY(%(scopes)s)")
-        params["scopes"] = [scope_like(s) for s in scopes]
+    params: dict[str, Any] = {"limit": limit, "since": since}
+    where = [*_kpi_filters(params, kpis, scopes, window_s), "window_start >= %(since)s"]
     sql = (
         f"SELECT {_KPI_SELECT} FROM kpi_windows WHERE {' AND '.join(where)}"
         " ORDER BY window_start, kpi, scope LIMIT %(limit)s"

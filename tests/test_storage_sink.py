@@ -392,6 +392,32 @@ async def _committed(bootstrap_servers: str, group_id: str, tp: TopicPartition) 
         await consumer.stop()
 
 
+def _raw_sink(
+    bootstrap_servers: str,
+    database_url: str,
+    producer: AIOKafkaProducer,
+    registry: CollectorRegistry,
+    *,
+    topic: str,
+    wrap: Callable[[Any], Any] | None = None,
+) -> Sink:
+    """The raw-event sink on a topic of the test's own (its writer wrapped by ``wrap``)."""
+    settings = _settings(bootstrap_servers, database_url)
+    raw = next(s for s in sink_specs(settings) if s.name == "raw")
+    spec = dataclasses.replace(raw, topics=(topic,))
+    if wrap is not None:
+        spec = dataclasses.replace(spec, merge=wrap(raw.merge))
+    return Sink(
+        spec,
+        bootstrap_servers=bootstrap_servers,
+        database_url=database_url,
+        producer=producer,
+        metrics=SinkMetrics.create(registry),
+        retry_initial_s=settings.sink_retry_initial_s,
+        retry_max_s=settings.sink_retry_max_s,
+    )
+
+
 async def test_rejected_rows_become_dead_letters_other_errors_pause(
     bootstrap_servers: str, database_url: str, producer: AIOKafkaProducer
 ) -> None:
@@ -421,18 +447,8 @@ async def test_rejected_rows_become_dead_letters_other_errors_pause(
         f"CREATE TRIGGER gate_{tag} BEFORE INSERT ON events "
         f"FOR EACH ROW EXECUTE FUNCTION gate_{tag}()"
     )
-    settings = _settings(bootstrap_servers, database_url)
-    raw = next(s for s in sink_specs(settings) if s.name == "raw")
     registry = CollectorRegistry()
-    sink = Sink(
-        dataclasses.replace(raw, topics=(topic,)),
-        bootstrap_servers=bootstrap_servers,
-        database_url=database_url,
-        producer=producer,
-        metrics=SinkMetrics.create(registry),
-        retry_initial_s=settings.sink_retry_initial_s,
-        retry_max_s=settings.sink_retry_max_s,
-    )
+    sink = _raw_sink(bootstrap_servers, database_url, producer, registry, topic=topic)
     stop = asyncio.Event()
     runner = asyncio.create_task(sink.run(stop))
     now = datetime.now(UTC)
@@ -653,21 +669,14 @@ async def test_a_connection_left_mid_operation_pauses_and_retries_not_crashes(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     station, topic = f"HALF-{tag}", f"test.half.{tag}"
-    settings = _settings(bootstrap_servers, database_url)
-    raw = next(s for s in sink_specs(settings) if s.name == "raw")
-    writer = _BrokenConnectionOnce(raw.merge)
     conn = await asyncpg.connect(database_url)
     await migrate(conn)
     registry = CollectorRegistry()
-    sink = Sink(
-        dataclasses.replace(raw, topics=(topic,), merge=writer),
-        bootstrap_servers=bootstrap_servers,
-        database_url=database_url,
-        producer=producer,
-        metrics=SinkMetrics.create(registry),
-        retry_initial_s=settings.sink_retry_initial_s,
-        retry_max_s=settings.sink_retry_max_s,
+    sink = _raw_sink(
+        bootstrap_servers, database_url, producer, registry, topic=topic, wrap=_BrokenConnectionOnce
     )
+    writer = sink.spec.merge
+    assert isinstance(writer, _BrokenConnectionOnce)
     stop = asyncio.Event()
     runner = asyncio.create_task(sink.run(stop))
     try:

@@ -6,7 +6,6 @@ import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from events import topics
 from events.flood import WATER_STATIONS
 from events.geography import DISTRICTS
 from events.records import AlertCommand, AlertRecord, KpiRecord
-from storage import migrate, writers
-from storage.rows import alert_row
+from storage import migrate
+from tests.db_helpers import open_alerts
 from ws.app import WsApp
 from ws.settings import WsSettings
 
@@ -318,12 +317,7 @@ async def test_wall_says_how_many_alerts_it_does_not_show(
         )
         for i in range(150)
     ]
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate.migrate(conn)
-        async with conn.transaction():
-            await writers.ALERTS.prepare(conn)
-            await writers.ALERTS.write(conn, [alert_row(a) for a in many])
+    async with open_alerts(database_url, many) as conn:
         settings = WsSettings(
             bootstrap_servers=bootstrap_servers,
             database_url=database_url,
@@ -348,11 +342,3 @@ async def test_wall_says_how_many_alerts_it_does_not_show(
                 f"Còn {open_now - shown} cảnh báo ít nghiêm trọng hơn chưa hiển thị"
             )
             await browser.close()
-    finally:
-        try:  # clear them again: other tests' walls share this database
-            async with conn.transaction():
-                await writers.ALERTS.write(
-                    conn, [alert_row(replace(a, state="cleared", revision=1)) for a in many]
-                )
-        finally:
-            await conn.close()

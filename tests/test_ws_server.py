@@ -26,6 +26,7 @@ from events.records import AlertCommand, AlertRecord, KpiRecord
 from ioc.services import broker
 from storage import migrate, writers
 from storage.rows import alert_row, kpi_row
+from tests.db_helpers import open_alerts
 from tests.private_broker import free_port, private_broker
 from ws.app import WsApp
 from ws.protocol import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT
@@ -547,11 +548,7 @@ async def test_a_large_alert_snapshot_is_bounded_most_severe_first_and_says_how_
         )
         for i in range(300)
     ]
-    conn = await asyncpg.connect(database)
-    try:
-        async with conn.transaction():
-            await writers.ALERTS.prepare(conn)
-            await writers.ALERTS.write(conn, [alert_row(a) for a in many])
+    async with open_alerts(database, many):
         settings = WsSettings(
             bootstrap_servers=bootstrap_servers,
             database_url=database,
@@ -580,15 +577,6 @@ async def test_a_large_alert_snapshot_is_bounded_most_severe_first_and_says_how_
             assert ids == (crit + warn)[: len(ids)]
             omitted = own.server.metrics.omitted._value.get()
             assert omitted == 300 - len(ids)
-    finally:
-        try:  # clear them again: other tests' walls share this database
-            async with conn.transaction():
-                await writers.ALERTS.write(
-                    conn,
-                    [alert_row(replace(a, state="cleared", revision=1)) for a in many],
-                )
-        finally:
-            await conn.close()
 
 
 async def test_a_restarted_server_resyncs_with_every_window_since_the_clients_oldest(

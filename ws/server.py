@@ -16,7 +16,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,9 +30,9 @@ from websockets.http11 import Request, Response
 
 from events.errors import ProtocolError
 from events.records import AlertCommand, AlertRecord, KpiRecord
-from ws import http, notice
-from ws.hub import ClientState, Hub, kpi_key, newer_kpi, window_key
-from ws.protocol import CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT, MAX_HISTORY_HOURS, error_frame
+from ws import assemble, http, notice
+from ws.hub import ClientState, Hub
+from ws.protocol import CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT, error_frame
 from ws.session import (
     CloseConnection,
     Limits,
@@ -402,9 +402,9 @@ class PushServer:
         items: list[KpiRecord] | list[AlertRecord]
         try:
             if spec.channel == "kpi":
-                items, head["history"] = await self._kpi_snapshot(out)
+                items, head["history"] = await assemble.kpi_snapshot(self._snapshot, self.hub, out)
             else:
-                items = await self._alert_snapshot(out)
+                items = await assemble.alert_snapshot(self._snapshot, self.hub, out)
         except Exception as exc:
             log.warning("snapshot_failed", error=str(exc))
             self.metrics.errors.labels("snapshot_unavailable").inc()
@@ -421,76 +421,6 @@ class PushServer:
             self.metrics.omitted.inc(len(encoded) - kept)
             log.warning("snapshot_bounded", sub=spec.sub, sent=kept, omitted=len(encoded) - kept)
         await self._send(ws, {**head, "items": RawItems(encoded[:kept])})
-
-    async def _kpi_snapshot(self, out: LoadSnapshot) -> tuple[list[KpiRecord], list[Any]]:
-        spec = out.sub.spec
-        exact_kpis = list(spec.kpis) if spec.kpis and not any("*" in k for k in spec.kpis) else None
-        # Scope patterns go to the database as they are (storage.queries turns "*" into LIKE).
-        scopes = list(spec.scopes) if spec.scopes else None
-        latest: dict[Any, KpiRecord] = {}
-        for rec in await self._snapshot.latest_kpis(exact_kpis, scopes):
-            if out.sub.matches_kpi(rec.kpi, rec.scope):
-                latest[kpi_key(rec)] = rec
-        for rec in self.hub.memory_latest(out.sub):
-            have = latest.get(kpi_key(rec))
-            if have is None or newer_kpi(rec, have):
-                latest[kpi_key(rec)] = rec
-        items: list[KpiRecord] = []
-        if spec.windows_since_ms is not None:
-            items = await self._windows_since(out, exact_kpis, scopes, spec.windows_since_ms)
-            covered = {window_key(r) for r in items}
-            items += [r for r in latest.values() if window_key(r) not in covered]
-        else:
-            items = list(latest.values())
-        since = datetime.now(UTC) - timedelta(hours=spec.history_hours)
-        history: list[dict[str, Any]] = []
-        for req in spec.history:
-            points: dict[datetime, KpiRecord] = {}
-            for rec in await self._snapshot.kpi_history(req.kpi, req.scope, since):
-                points[rec.window_start] = rec
-            for rec in self.hub.memory_series(req.kpi, req.scope):
-                have = points.get(rec.window_start)
-                if rec.window_start >= since and (have is None or rec.revision >= have.revision):
-                    points[rec.window_start] = rec
-            series = [[int(t.timestamp() * 1000), points[t].value] for t in sorted(points)]
-            history.append({"kpi": req.kpi, "scope": req.scope, "points": series})
-        return items, history
-
-    async def _windows_since(
-        self, out: LoadSnapshot, kpis: list[str] | None, scopes: list[str] | None, since_ms: int
-    ) -> list[KpiRecord]:
-        """Every 60-s window from ``since_ms`` on (at most 24 h back), the database's merged
-        with the server's memory by revision, oldest first."""
-        floor = datetime.now(UTC) - timedelta(hours=MAX_HISTORY_HOURS)
-        since = max(datetime.fromtimestamp(since_ms / 1000, UTC), floor)
-        windows: dict[Any, KpiRecord] = {}
-        for rec in await self._snapshot.kpi_windows(kpis, scopes, since):
-            if out.sub.matches_kpi(rec.kpi, rec.scope):
-                windows[window_key(rec)] = rec
-        for (kpi, scope), series in self.hub.kpi_series.items():
-            if not out.sub.matches_kpi(kpi, scope):
-                continue
-            for rec in series:
-                have = windows.get(window_key(rec))
-                if rec.window_start >= since and (have is None or rec.revision > have.revision):
-                    windows[window_key(rec)] = rec
-        return sorted(windows.values(), key=lambda r: (r.window_start, r.kpi, r.scope))
-
-    async def _alert_snapshot(self, out: LoadSnapshot) -> list[AlertRecord]:
-        alerts: dict[str, AlertRecord] = {}
-        for rec in await self._snapshot.active_alerts():
-            if out.sub.matches_alert(rec):
-                alerts[rec.alert_id] = rec
-        for rec in self.hub.memory_alerts(out.sub):
-            have = alerts.get(rec.alert_id)
-            if have is None or rec.revision >= have.revision:
-                alerts[rec.alert_id] = rec
-        # The hub knows about clears the database may not have yet.
-        for alert_id, rec in list(alerts.items()):
-            mem = self.hub.alerts.get(alert_id)
-            if mem is not None and mem.state == "cleared" and mem.revision >= rec.revision:
-                del alerts[alert_id]
-        return alert_snapshot_order(list(alerts.values()))
 
     async def _watch_slow_clients(self) -> None:
         s = self.settings

@@ -357,10 +357,7 @@ async def test_slow_client_is_disconnected_with_a_reason_and_others_unaffected(
     for rnd in range(8):
         await publish_kpis(
             producer,
-            [
-                kpi(name, f"station:{tag}-{pad}{i}", rnd, revision=rnd)
-                for i in range(3000)
-            ],
+            [kpi(name, f"station:{tag}-{pad}{i}", rnd, revision=rnd) for i in range(3000)],
         )
         # The fast client keeps up and sees every round's latest values.
         await updates_until(

@@ -57,10 +57,16 @@ def record(
     text = doc.read_text() if doc.exists() else header
     head, _, tail = text.partition(_FIGURES_START)
     existing: dict[str, str] = {}
-    for line in tail.splitlines():
-        m = _FIGURE_LINE.match(line.strip())
+    # The figure lines right after the marker; anything after them (another tool's
+    # section, e.g. `ioc chaos` in docs/reliability.md) is kept as it is.
+    lines = tail.splitlines()
+    n = 0
+    while n < len(lines) and (not lines[n].strip() or _FIGURE_LINE.match(lines[n].strip())):
+        m = _FIGURE_LINE.match(lines[n].strip())
         if m:
             existing[m.group(1)] = m.group(2)
+        n += 1
+    rest = "\n".join(lines[n:]).strip()
     for key, value in figures.items():
         if not _FIGURE_LINE.match(f"{key}: x"):
             raise ValueError(f"figure names are lower_snake_case: {key!r}")
@@ -77,4 +83,5 @@ def record(
     head = pattern.sub(lambda _m: section, head) if pattern.search(head) else head + section + "\n"
     figures_block = "\n".join(f"{k}: {v}" for k, v in sorted(existing.items()))
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(f"{head.rstrip()}\n\n{_FIGURES_START}\n{figures_block}\n")
+    after = f"\n{rest}\n" if rest else ""
+    doc.write_text(f"{head.rstrip()}\n\n{_FIGURES_START}\n{figures_block}\n{after}")

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from events.errors import ServiceError
-from ioc.services.process import ManagedProcess, ensure_port_free, port_open, wait_until
+from ioc.services.ports import ensure_port_free, port_open
+from ioc.services.process import ManagedProcess, wait_until
 from ioc.settings import ServiceSettings
 
 NAME = "kafka"

@@ -21,7 +21,8 @@ from events import brokers
 from events.errors import ServiceError
 from events.topics import CONTRACT_TOPICS, TopicSpec
 from ioc.services import apache_kafka
-from ioc.services.process import ManagedProcess, ensure_port_free, port_open, wait_until
+from ioc.services.ports import ensure_port_free, port_open
+from ioc.services.process import ManagedProcess, wait_until
 from ioc.services.status import ServiceStatus
 from ioc.settings import ServiceSettings
 

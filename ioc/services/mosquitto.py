@@ -8,7 +8,8 @@ import uuid
 from pathlib import Path
 
 from events.errors import ConfigurationError, ServiceError
-from ioc.services.process import ManagedProcess, ensure_port_free, port_open, wait_until
+from ioc.services.ports import ensure_port_free, port_open
+from ioc.services.process import ManagedProcess, wait_until
 from ioc.services.status import ServiceStatus
 from ioc.settings import ServiceSettings
 

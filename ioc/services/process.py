@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.errors import PortInUseError, ServiceError
+from events.errors import ServiceError
 
 # Popen objects of services started by this process. They are detached on purpose and
 # outlive any function; holding them keeps Popen.__del__ from warning that they still run.
@@ -140,23 +139,6 @@ def _process_matches(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return any(marker.encode() in part for part in cmdline)
-
-
-def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
-    """True if something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def ensure_port_free(service: str, host: str, port: int, env_var: str) -> None:
-    if port_open(host, port):
-        raise PortInUseError(
-            f"{service}: port {host}:{port} is in use by a process we did not start; "
-            f"stop it or choose another port with {env_var}=<port>"
-        )
 
 
 def wait_until(

@@ -19,7 +19,8 @@ from pathlib import Path
 import psycopg
 
 from events.errors import ConfigurationError, ServiceError
-from ioc.services.process import ManagedProcess, ensure_port_free, wait_until
+from ioc.services.ports import ensure_port_free
+from ioc.services.process import ManagedProcess, wait_until
 from ioc.services.status import ServiceStatus
 from ioc.settings import ServiceSettings
 

@@ -19,6 +19,8 @@ pytest_pass() {
   return "$rc"
 }
 
+. scripts/test-env.sh
+
 first=$(.venv/bin/python -c 'from ioc.services.broker import choose; from ioc.settings import ServiceSettings; print(choose(ServiceSettings())[0])')
 echo "test pass 1: the whole suite on $first"
 pytest_pass "$@"

@@ -244,6 +244,7 @@ def _new_app(settings: StreamsSettings, datadir: str) -> StreamsApp:
         topic_allow_declare=False,
         topic_disable_leader=True,
         stream_wait_empty=False,
+        stream_processing_timeout=s.faust_stall_warning_s,
     )
     # Subscribe through Faust's conductor (no agent: batches never reach a stream).
     topics = [s.events_topic_prefix + d for d in DOMAINS] + [s.partials_topic]

@@ -20,6 +20,7 @@ It is registered by :class:`BatchTransport` (``Transport.Consumer``), which the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Set
 from typing import Any, Protocol
 
@@ -68,6 +69,17 @@ class BatchConsumer(AIOKafkaFaustConsumer):
         rebalanced meanwhile (the new owner resumes from the last committed state)."""
         return bool(await self._commit(offsets))
 
+    def _note_processed(self, records: Mapping[Any, list[Any]]) -> None:
+        # Faust's liveness check (``verify_event_path``: "Stream has not started processing
+        # TP ...", 13 lines per partition at every check once ``stream_processing_timeout``
+        # has passed) reads the monitor's per-partition inbound time, which only Faust's own
+        # streams set. These partitions are processed here, so say so: once per batch and
+        # partition, not per record. A handler that stops returning is still reported.
+        inbound = self.app.monitor.stream_inbound_time
+        now = time.monotonic()
+        for tp in records:
+            inbound[tp] = now
+
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         handler = self._handler()
         consumer_should_stop = self._stopped.is_set
@@ -84,6 +96,7 @@ class BatchConsumer(AIOKafkaFaustConsumer):
                 # right after the state it restores, or overlaps it: replays are skipped)
                 # and ignores the others (their owner reads them from the commit).
                 await handler.on_batch(records)
+                self._note_processed(records)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 self.log.info("Broker stopped consumer, shutting down...")

@@ -67,6 +67,9 @@ class StreamsSettings(BaseSettings):
     # How long reading the state topic back may take before the worker gives up (and exits
     # for its supervisor to restart it) rather than run partitions without their state.
     restore_timeout_s: float = 120.0
+    # Faust's ``stream_processing_timeout`` (Faust engine only): a partition with records
+    # waiting and nothing processed for this long is logged as stalled by Faust.
+    faust_stall_warning_s: float = 300.0
 
     # Health and Prometheus metrics; 0 disables the HTTP server.
     http_host: str = "127.0.0.1"

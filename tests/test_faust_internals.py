@@ -67,3 +67,15 @@ def test_the_timer_overlap_warnings_of_mode_are_silenced(tmp_path: Path) -> None
     logging.getLogger("mode.timers").setLevel(logging.NOTSET)
     _new_app(StreamsSettings(), str(tmp_path))
     assert logging.getLogger("mode.timers").level == logging.ERROR
+
+
+def test_the_liveness_check_reads_the_inbound_time_the_batch_consumer_sets() -> None:
+    """BatchConsumer._note_processed writes ``app.monitor.stream_inbound_time[tp]``, the
+    time Faust's `verify_event_path` compares with `stream_processing_timeout`."""
+    from faust.sensors.monitor import Monitor
+    from faust.transport.drivers import aiokafka as driver
+
+    assert "stream_inbound_time" in Monitor.__annotations__, "Monitor.stream_inbound_time gone"
+    check = inspect.getsource(driver.ThreadDelegateConsumer.verify_event_path)
+    check += inspect.getsource(driver.AIOKafkaConsumerThread.verify_event_path)
+    assert "monitor.stream_inbound_time.get(tp)" in check, "Faust's liveness check changed"

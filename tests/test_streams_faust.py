@@ -7,11 +7,14 @@ double count when a second worker joins mid-stream and one is SIGKILLed and rest
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests.streams_helpers import T0, air
 from tests.test_streams_integration import (
@@ -125,3 +128,38 @@ async def test_faust_hosted_workers_exact_under_rebalance_and_sigkill(
     assert counts == expected  # no loss, no double count
     log = (tmp_path / f"{workers.group}-2.log").read_text()
     assert "stage1.assigned" in log  # the restarted worker restored and took over
+
+
+async def test_faust_sees_the_batches_as_processed(
+    bootstrap_servers: str, workers_factory: list[Workers], tmp_path: Path
+) -> None:
+    """Faust's liveness check ("Stream has not started processing TP ...", 13 lines per
+    partition, every few seconds after `stream_processing_timeout`) reads the per-partition
+    inbound time that only its own streams set; the batch consumer sets it per batch.
+    With records flowing and a 5 s timeout, no partition may be reported as never started
+    (a slow one may: that is Faust's other warning, real under a loaded machine)."""
+    t = Topics()
+    await _create(bootstrap_servers, t, ("fs",))
+    env = {**_faust_env(t, bootstrap_servers, "fs"), "IOC_STREAMS_FAUST_STALL_WARNING_S": "5"}
+    workers = Workers(env, tmp_path)
+    workers_factory.append(workers)
+    workers.start()
+    await workers.wait_assigned(0)
+    # Records keep arriving for several of Faust's check intervals (2.5 commit intervals,
+    # 7 s), as in the demo: at a check, most partitions have records not yet fetched.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        started, i = time.monotonic(), 0
+        while time.monotonic() - started < 25:
+            futs = [
+                await producer.send(t.air, air(T0 + i + k, event_id=f"s{i + k}"), partition=k % 4)
+                for k in range(400)
+            ]
+            await asyncio.gather(*futs)
+            i += 400
+    finally:
+        await producer.stop()
+    log = (tmp_path / f"{workers.group}-0.log").read_text()
+    assert workers.log_events(0, "stage1.assigned")
+    assert "has not started processing" not in log

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from events.logs import configure_logging
 from ingest.service import serve
 from ingest.settings import IngestSettings
-from ioc.logs import configure_logging
 
 configure_logging("ingest")
 asyncio.run(serve(IngestSettings()))

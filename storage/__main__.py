@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from ioc.logs import configure_logging
+from events.logs import configure_logging
 from storage.service import run_storage
 from storage.settings import StorageSettings
 

@@ -265,6 +265,21 @@ def read_log(log: Path) -> str:
     return log.read_text(errors="replace")
 
 
+# Every worker process a test spawned; killed at the end of the test whatever happened
+# (a failed assertion once left one running: it went on raising alerts for later runs).
+_SPAWNED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _kill_spawned_workers() -> AsyncIterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     """`ioc alerts worker` as its own process, once its health check answers."""
     with log.open("ab") as out:
@@ -272,6 +287,7 @@ async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Pro
             sys.executable, "-m", "ioc", "alerts", "worker",
             env={**os.environ, **env}, stdout=out, stderr=out, start_new_session=True,
         )  # fmt: skip
+    _SPAWNED.append(proc)
     url = f"http://127.0.0.1:{env['IOC_ALERTS_HTTP_PORT']}/healthz"
     async with aiohttp.ClientSession() as http:
         for _ in range(150):

@@ -37,7 +37,7 @@ def rules(
 @app.command()
 def worker() -> None:
     """Run the alerts worker until SIGINT/SIGTERM (ioc.kpi + commands -> ioc.alerts)."""
-    from ioc.logs import configure_logging
+    from events.logs import configure_logging
     from streams.alerts.worker import AlertsSettings, AlertsWorker
 
     settings = AlertsSettings()

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from ioc.logs import configure_logging
+from events.logs import configure_logging
 from ioc.settings import ServiceSettings
 
 console = Console(stderr=True)

@@ -6,9 +6,9 @@ import asyncio
 
 import typer
 
+from events.logs import configure_logging
 from ingest.service import serve as serve_gateways
 from ingest.settings import IngestSettings
-from ioc.logs import configure_logging
 
 app = typer.Typer(help="HTTP and MQTT ingest gateways.", no_args_is_help=True)
 

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from events.logs import configure_logging
 from events.topics import DOMAINS
-from ioc.logs import configure_logging
 from ioc.settings import ServiceSettings
 from simulators.metrics import SimulatorMetrics
 from simulators.runner import Progress, run

@@ -8,7 +8,7 @@ import signal
 import typer
 from rich.console import Console
 
-from ioc.logs import configure_logging
+from events.logs import configure_logging
 
 app = typer.Typer(help="Stream processing: event-time windows and KPIs.", no_args_is_help=True)
 console = Console(stderr=True)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from events.errors import ConfigurationError, ServiceError
-from ioc.logs import configure_logging
+from events.logs import configure_logging
 
 app = typer.Typer(help="Websocket push server and wall display.", no_args_is_help=True)
 console = Console(stderr=True)

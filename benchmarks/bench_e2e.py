@@ -18,8 +18,10 @@ the stream worker applied, its consumer lag over time (sustained = the lag does 
 in the step's second half), KPI records emitted per input event, sink rows/s, and the CPU
 share and RSS of every process. Results go to a section of docs/benchmarks.md, a chart
 (docs/bench_e2e_<broker>.png) and the figures `e2e_p95_ms_idle`, `e2e_p95_ms_5k`,
-`e2e_max_sustained_events_per_s` and `kpi_records_per_event_demo` (suffixed `_tansu` on
-Tansu). Not part of CI.
+`e2e_max_sustained_events_per_s`, `kpi_records_per_event_demo` and
+`e2e_final_p95_ms_idle` / `_5k` (the final record of each marker's 1-min window on
+`ioc.kpi`, from its end plus the allowed lateness; finals arriving during the step)
+(suffixed `_tansu` on Tansu). Not part of CI.
 """
 
 from __future__ import annotations
@@ -29,31 +31,26 @@ import asyncio
 import contextlib
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
-from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
-from websockets.asyncio.client import connect
 
+from benchmarks.e2e_markers import Markers
 from benchmarks.results import DOC, machine_note, record
 from benchmarks.soak import process_groups, slope
 from events import topics
-from events.envelope import encode, new_event
 from events.topics import DOMAINS
 from ioc.settings import ServiceSettings
+from streams.settings import StreamsSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = Path(__file__).resolve().parent / "e2e"
@@ -89,6 +86,9 @@ class Step:
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core
     rss_mb: dict[str, float] = field(default_factory=dict)
     hops: dict[str, tuple[float, float]] = field(default_factory=dict)  # median, max (s)
+    # Final 1-min windows of markers that arrived on ioc.kpi during the step: seconds
+    # after the watermark could first pass their end (window end + allowed lateness).
+    finals_s: list[float] = field(default_factory=list)
 
     def pct(self, q: float) -> float:
         if not self.lags_s:
@@ -114,131 +114,6 @@ class Step:
             and self.applied_rate >= 0.97 * self.input_rate
             and math.inf not in self.lags_s
         )
-
-
-class Markers:
-    """Marker events out through Kafka, their first appearance on the wall back in."""
-
-    def __init__(self, bootstrap: str, token: str) -> None:
-        self.prefix = f"E2E{uuid.uuid4().hex[:6].upper()}"
-        self.bootstrap = bootstrap
-        self.token = token
-        self.sent: dict[int, float] = {}
-        self.acked: dict[int, float] = {}  # the broker acknowledged the marker (acks=all)
-        self.seen: dict[int, float] = {}  # first update on the wall
-        # first time the marker's station appears on each internal hop
-        self.hops: dict[str, dict[int, float]] = {"partials": {}, "kpi": {}}
-        self.subscribed = asyncio.Event()
-        self.arrived = asyncio.Event()
-
-    async def watch(self) -> None:
-        url = f"ws://127.0.0.1:{PORTS['ws']}/ws?token={self.token}"
-        pattern = re.compile(rf"^station:{self.prefix}-(\d+)$")
-        async with connect(url, max_size=None) as ws:
-            await ws.send(
-                orjson.dumps(
-                    {
-                        "op": "subscribe",
-                        "sub": "e2e",
-                        "channel": "kpi",
-                        "kpis": ["air.pm25.avg"],
-                        "scopes": [f"station:{self.prefix}-*"],
-                    }
-                ).decode()
-            )
-            async for raw in ws:
-                now = time.monotonic()
-                frame = orjson.loads(raw)
-                if frame.get("type") == "snapshot":
-                    self.subscribed.set()
-                for item in frame.get("items", ()):
-                    m = pattern.match(item.get("scope", ""))
-                    if m:
-                        self.seen.setdefault(int(m.group(1)), now)
-                        self.arrived.set()
-
-    async def send(self, interval: float, stop: asyncio.Event) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
-        await producer.start()
-        try:
-            n = 0
-            while not stop.is_set():
-                station = f"{self.prefix}-{n}"
-                source = f"/sensors/air/{station}"
-                event = new_event(
-                    "vn.ioc.air.observed",
-                    source,
-                    {"station_id": station, "district": "HD", "pm25": 12.0, "pm10": 30.0},
-                    time=datetime.now(UTC),
-                )
-                self.sent[n] = time.monotonic()
-                await producer.send_and_wait(
-                    topics.events_topic("air"), encode(event), key=source.encode()
-                )
-                self.acked[n] = time.monotonic()
-                n += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
-        finally:
-            await producer.stop()
-
-    async def trace(self, partials_topic: str) -> None:
-        """Watch the stage-1 output (pane partials, keyed `kpi|scope`) and the stage-2
-        output (`ioc.kpi`, keyed `kpi|scope|window`) for the marker stations."""
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka import TopicPartition as TP
-
-        from events.brokers import refresh_metadata
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, fetch_max_wait_ms=10
-        )
-        await consumer.start()
-        try:
-            await refresh_metadata(consumer)
-            parts = [
-                TP(t, p)
-                for t in (partials_topic, topics.KPI)
-                for p in consumer.partitions_for_topic(t) or ()
-            ]
-            consumer.assign(parts)
-            await consumer.seek_to_end(*parts)
-            needle = f"air.pm25.avg|station:{self.prefix}-".encode()
-            while True:
-                batch = await consumer.getmany(timeout_ms=50)
-                now = time.monotonic()
-                for tp, records in batch.items():
-                    hop = self.hops["kpi" if tp.topic == topics.KPI else "partials"]
-                    for r in records:
-                        if r.key and r.key.startswith(needle):
-                            n = int(r.key[len(needle) :].split(b"|", 1)[0])
-                            hop.setdefault(n, now)
-        finally:
-            await consumer.stop()
-
-    def hop_medians(self, sent_from: float, sent_until: float) -> dict[str, tuple[float, float]]:
-        """Median and max seconds from the send to each hop, for the markers of a step
-        that reached it."""
-        out: dict[str, tuple[float, float]] = {}
-        stages = [("ack", self.acked), ("partials", self.hops["partials"])]
-        stages += [("kpi", self.hops["kpi"]), ("wall", self.seen)]
-        for name, seen in stages:
-            xs = sorted(
-                seen[n] - t
-                for n, t in self.sent.items()
-                if sent_from <= t < sent_until and n in seen
-            )
-            if xs:
-                out[name] = (xs[len(xs) // 2], xs[-1])
-        return out
-
-    def lags(self, sent_from: float, sent_until: float, timeout: float) -> list[float]:
-        out = []
-        for n, t in self.sent.items():
-            if sent_from <= t < sent_until:
-                seen = self.seen.get(n)
-                out.append(seen - t if seen is not None and seen - t <= timeout else math.inf)
-        return out
 
 
 async def _metrics(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
@@ -390,6 +265,15 @@ async def run_step(
             await asyncio.wait_for(markers.arrived.wait(), 0.5)
     step.lags_s = markers.lags(begin, end, args.marker_timeout)
     step.hops = markers.hop_medians(begin, end)
+    step.finals_s = markers.finals_between(begin, end)
+
+
+def idle_seconds() -> float:
+    return StreamsSettings().allowed_lateness_s + 90
+
+
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
 
 
 def _ms(s: float) -> str:
@@ -429,13 +313,24 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
         + " |"
         for key, label in hop_names
     ]
+    hop_rows.append(
+        "| final 1-min window on `ioc.kpi`, after its end + allowed lateness (finals "
+        "arriving during the step) | "
+        + " | ".join(
+            f"{_median(s.finals_s):.2f} / {max(s.finals_s):.2f}" if s.finals_s else "-"
+            for s in steps
+        )
+        + " |"
+    )
     sustained = [s.input_rate for s in steps if s.sustained]
     best = max(sustained) if sustained else 0.0
     chart = _chart(steps, broker)
     body = (
         f"Broker: {broker}; stream engine: {args.engine}. {machine_note(load)} "
         "A fresh stack (its own state directory) "
-        f"warms up for {args.warmup:.0f} s, then each step runs {args.step_seconds:.0f} s; "
+        f"warms up for {args.warmup:.0f} s, then each step runs {args.step_seconds:.0f} s "
+        f"(the first, without extra load, {steps[0].seconds:.0f} s: the finals of its own "
+        "markers arrive within it); "
         f"a marker every {args.marker_interval:g} s; a marker not on the wall within "
         f"{args.marker_timeout:.0f} s counts as never (it stays in the percentiles).\n\n"
         "| extra load asked (ev/s) | input achieved (ev/s) | worker applied (ev/s) | markers | "
@@ -464,6 +359,11 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
         if rate in by_rate and not math.isnan(by_rate[rate].pct(0.95)):
             p95 = by_rate[rate].pct(0.95)
             figures[f"e2e_p95_ms_{key}{suffix}"] = "never" if math.isinf(p95) else round(p95 * 1000)
+    for rate, key in ((0, "idle"), (5000, "5k")):
+        if rate in by_rate and by_rate[rate].finals_s:
+            finals = sorted(by_rate[rate].finals_s)
+            p95 = finals[min(len(finals) - 1, math.ceil(0.95 * len(finals)) - 1)]
+            figures[f"e2e_final_p95_ms_{key}{suffix}"] = round(p95 * 1000)
     if 0 in by_rate:
         figures[f"kpi_records_per_event_demo{suffix}"] = round(by_rate[0].kpi_per_event, 2)
     cmd = (
@@ -509,6 +409,10 @@ async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
     with log_file.open("wb") as log:
         demo = _spawn(["up"], log, env=env)
     steps = [Step(int(r), args.step_seconds) for r in args.steps.split(",")]
+    if steps and steps[0].extra_rate == 0:
+        # Long enough for the final records of the step's own markers (a window is final
+        # once the watermark, event time minus the allowed lateness, passes its end).
+        steps[0].seconds = max(args.step_seconds, idle_seconds())
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -518,7 +422,7 @@ async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
             from events.brokers import is_tansu
 
             broker = "Tansu" if is_tansu(settings.bootstrap_servers) else "Apache Kafka"
-            markers = Markers(settings.bootstrap_servers, args.token)
+            markers = Markers(settings.bootstrap_servers, args.token, PORTS["ws"])
             tasks.append(asyncio.create_task(markers.watch()))
             tasks.append(asyncio.create_task(markers.trace("ioc.streams.partials")))
             await asyncio.wait_for(markers.subscribed.wait(), 30)

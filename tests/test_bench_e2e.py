@@ -4,10 +4,12 @@ the percentiles, and "sustained" means a flat lag with every marker delivered.""
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
-from benchmarks.bench_e2e import Markers, Step
+from benchmarks.bench_e2e import Step
+from benchmarks.e2e_markers import Markers
 
 
 def test_a_marker_that_never_arrives_stays_in_the_percentiles() -> None:
@@ -33,9 +35,31 @@ def test_sustained_only_with_a_flat_lag_and_the_input_applied() -> None:
 
 
 def test_marker_lags_count_late_ones_as_never() -> None:
-    markers = Markers("127.0.0.1:1", "t")
+    markers = Markers("127.0.0.1:1", "t", 1)
     markers.sent = {0: 10.0, 1: 11.0, 2: 12.0, 3: 50.0}
     markers.seen = {0: 10.8, 2: 50.0}  # 1 never arrived, 2 arrived after the timeout
     lags = markers.lags(0.0, 20.0, timeout=30.0)  # marker 3 was sent after this step
     assert lags[0] == pytest.approx(0.8)
     assert lags[1:] == [math.inf, math.inf]
+
+
+def test_final_latency_counts_from_window_end_plus_lateness() -> None:
+    markers = Markers("127.0.0.1:1", "t", 1)
+    markers.lateness_s = 120.0
+    end = 1_796_400_060.0  # 2026-12-04 ... :01:00 UTC
+    one_min = (
+        b'{"kpi":"air.pm25.avg","scope":"station:E2E-7","window_start":"'
+        + datetime.fromtimestamp(end - 60, UTC).isoformat().encode()
+        + b'","window_end":"'
+        + datetime.fromtimestamp(end, UTC).isoformat().encode()
+        + b'","final":true}'
+    )
+    hourly = one_min.replace(
+        datetime.fromtimestamp(end - 60, UTC).isoformat().encode(),
+        datetime.fromtimestamp(end - 3600, UTC).isoformat().encode(),
+    )
+    markers._final(7, hourly, now=5.0, wall=end + 500)  # not a 1-min window: ignored
+    markers._final(7, one_min, now=6.0, wall=end + 120.4)
+    markers._final(7, one_min, now=9.0, wall=end + 300)  # a later revision: ignored
+    assert markers.finals_between(0.0, 10.0) == [pytest.approx(0.4)]
+    assert markers.finals_between(6.5, 10.0) == []

@@ -435,15 +435,15 @@ async def test_retention_drops_old_chunks_and_rollups_are_right(
     assert tuple(first) == (pytest.approx((sum(range(1, 60)) + 1000.0) / 60), 60)
 
 
-def _ioc(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "IOC_DATABASE_URL": database_url, "COLUMNS": "160"}
+def _ioc(database_url: str, *args: str, columns: int = 160) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "IOC_DATABASE_URL": database_url, "COLUMNS": str(columns)}
     return subprocess.run(
         [sys.executable, "-m", "ioc", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 
 async def test_cli_migrate_status_and_query(migrated: str, db: asyncpg.Connection) -> None:
-    name = f"test.cli.{uuid.uuid4().hex[:6]}"
+    name = "feedback.rating.avg"  # a catalogue KPI no other test writes
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     await writers.KPI_WINDOWS.write(
         db,
@@ -470,5 +470,19 @@ async def test_cli_migrate_status_and_query(migrated: str, db: asyncpg.Connectio
     assert len(got) == 6
     table = _ioc(migrated, "query", "kpi", name, "--scope", "district:*")
     assert "district:HD" in table.stdout and "80.00" in table.stdout
+    # 80 columns: nothing cut; --wide adds min, max and the revision.
+    narrow = _ioc(migrated, "query", "kpi", name, "--scope", "district:*", columns=80)
+    assert "…" not in narrow.stdout and "80.00" in narrow.stdout, narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert "rev" not in narrow.stdout
+    assert "rev" in _ioc(migrated, "query", "kpi", name, "--wide", columns=160).stdout
+    for args, hint in (
+        (("feedback.ratng.avg",), "did you mean feedback.rating.avg"),
+        ((name, "--scope", "district:XX"), "unknown district 'XX'"),
+        ((name, "--scope", "station:HD-AQ-001"), "its scopes: city, district:<id>"),
+        ((name, "--window", "900"), "it has: 60, 3600"),
+    ):
+        wrong = _ioc(migrated, "query", "kpi", *args)
+        assert wrong.returncode == 2 and hint in " ".join(wrong.stderr.split()), wrong.stderr
     bad = _ioc(migrated.rsplit("/", 1)[0] + "/postgres", "query", "alerts")
     assert bad.returncode == 2 and "ioc db migrate" in bad.stderr

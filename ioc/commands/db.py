@@ -17,6 +17,7 @@ from rich.table import Table
 
 from events.errors import ConfigurationError, ServiceError
 from events.records import AlertRecord, KpiRecord, format_time
+from ioc.commands.query_args import QueryArgumentError, check_kpi_query
 from ioc.settings import ServiceSettings
 from storage import migrate as migrations
 from storage import queries
@@ -140,8 +141,13 @@ def query_kpi(
     window: int = typer.Option(60, "--window", help="window size in seconds"),
     max_points: int = typer.Option(300, help="downsample each scope's history to this"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    wide: bool = typer.Option(False, "--wide", help="also window end, min, max, revision"),
 ) -> None:
     """Latest value per scope, or with --since the (downsampled) history of each scope."""
+    try:
+        check_kpi_query(kpi, scope, window)
+    except QueryArgumentError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
     start = parse_since(since) if since else None
     end = parse_since(until) if until else None
 
@@ -169,25 +175,41 @@ def query_kpi(
     title = f"{kpi} · {scope} · {window}s windows" + (
         f" since {format_time(start)}" if start else " (latest)"
     )
-    table = Table(title=title)
-    numeric = ("value", "count", "min", "max", "rev")
-    for col in ("scope", "window (UTC)", "to", *numeric, "final"):
-        table.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
-    for r in records:
-        table.add_row(
-            r.scope,
-            _t(r.window_start),
-            _t(r.window_end)[11:],
-            _num(r.value),
-            str(r.count),
-            _num(r.min),
-            _num(r.max),
-            str(r.revision),
-            "✓" if r.final else "",
-        )
-    console.print(table)
+    console.print(_kpi_table(title, records, wide))
     if not records:
         console.print("[yellow]no KPI windows match[/]")
+
+
+def _kpi_table(title: str, records: list[KpiRecord], wide: bool) -> Table:
+    # Fits 80 columns by default (an operator's terminal): the window's start without the
+    # year, no end, min, max or revision; --wide shows everything.
+    table = Table(title=title)
+    numeric = ("value", "count", "min", "max", "rev") if wide else ("value", "count")
+    start_col = "window (UTC)" if wide else "window (UTC, MM-DD)"
+    cols = (
+        ("scope", start_col, "to", *numeric, "final")
+        if wide
+        else ("scope", start_col, *numeric, "final")
+    )
+    for col in cols:
+        table.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
+    for r in records:
+        start = _t(r.window_start)
+        if wide:
+            table.add_row(
+                r.scope,
+                start,
+                _t(r.window_end)[11:],
+                _num(r.value),
+                str(r.count),
+                _num(r.min),
+                _num(r.max),
+                str(r.revision),
+                "✓" if r.final else "",
+            )
+        else:
+            table.add_row(r.scope, start[5:16], _num(r.value), str(r.count), "✓" if r.final else "")
+    return table
 
 
 def _alerts_table(title: str, alerts: list[AlertRecord]) -> Table:

@@ -24,7 +24,7 @@ from kafka import KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from events.brokers import is_tansu, producer_options
-from events.errors import ServiceError
+from events.errors import ConfigurationError, ServiceError
 from events.topics import ALERTS, CONTRACT_TOPICS, DEADLETTER, TopicSpec
 from ioc.services import apache_kafka, broker
 from ioc.settings import ServiceSettings
@@ -94,6 +94,26 @@ def test_a_new_topic_is_created_with_its_configs(bootstrap_servers: str) -> None
         admin.close()
     assert configs["cleanup.policy"] == "compact"
     assert configs["segment.ms"] == spec.configs()["segment.ms"]
+
+
+def test_topics_replication_factor_is_used_and_checked(bootstrap_servers: str) -> None:
+    """`ioc topics --replication` (IOC_TOPIC_REPLICATION): the factor asked for, read back
+    from the broker; more than a one-broker cluster can place is one clear error, at once."""
+    if is_tansu(bootstrap_servers):
+        pytest.skip(KAFKA_ONLY)
+    name = f"test.repl.{uuid.uuid4().hex[:8]}"
+    spec = TopicSpec(name, 2)
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match="IOC_TOPIC_REPLICATION=3: the cluster at"):
+        broker.create_contract_topics(bootstrap_servers, specs=(spec,), replication=3)
+    assert time.monotonic() - started < 10  # not retried until the timeout
+    broker.create_contract_topics(bootstrap_servers, specs=(spec,), replication=1)
+    admin = _admin(bootstrap_servers)
+    try:
+        (described,) = admin.describe_topics([name])
+    finally:
+        admin.close()
+    assert [len(p["replica_nodes"]) for p in described["partitions"]] == [1, 1]
 
 
 def test_retention_deletes_old_segments_on_apache_kafka(bootstrap_servers: str) -> None:

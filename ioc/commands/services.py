@@ -104,6 +104,13 @@ def create_topics(
     bootstrap_servers: str = typer.Option(
         "127.0.0.1:9092", envvar="IOC_BOOTSTRAP_SERVERS", help="any Kafka-compatible broker"
     ),
+    replication: int = typer.Option(
+        1,
+        "--replication",
+        envvar="IOC_TOPIC_REPLICATION",
+        min=1,
+        help="replication factor of the topics created (3 on a production cluster)",
+    ),
 ) -> None:
     """Create the contract topics with their partitions and configs (idempotent).
 
@@ -113,5 +120,7 @@ def create_topics(
     """
     from ioc.services.broker import all_topics, create_contract_topics
 
-    create_contract_topics(bootstrap_servers, timeout=60, specs=all_topics())
+    create_contract_topics(
+        bootstrap_servers, timeout=60, specs=all_topics(), replication=replication
+    )
     console.print(f"contract topics present on {bootstrap_servers}")

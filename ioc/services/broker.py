@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from events import brokers
-from events.errors import ServiceError
+from events.errors import ConfigurationError, ServiceError
 from events.topics import CONTRACT_TOPICS, TopicSpec
 from ioc.services import apache_kafka
 from ioc.services.ports import ensure_port_free, port_open
@@ -137,16 +137,22 @@ def all_topics() -> tuple[TopicSpec, ...]:
 
 
 def create_contract_topics(
-    bootstrap_servers: str, timeout: float = 20.0, specs: tuple[TopicSpec, ...] = CONTRACT_TOPICS
+    bootstrap_servers: str,
+    timeout: float = 20.0,
+    specs: tuple[TopicSpec, ...] = CONTRACT_TOPICS,
+    replication: int = 1,
 ) -> None:
     """Create every contract topic that is missing, with its partitions and configs.
 
     On Apache Kafka the configs of existing topics are also set back to the contract's
     (cleanup policy, retention): a topic created by an older version or by hand gets
     them too. Tansu accepts the configs at creation and ignores them (it can neither
-    describe nor alter them), so there only missing topics are created.
+    describe nor alter them), so there only missing topics are created. ``replication``
+    is the replication factor of the topics created (`ioc topics`:
+    ``IOC_TOPIC_REPLICATION``); more than the brokers can place is an error at once.
     """
     from kafka.admin import KafkaAdminClient
+    from kafka.errors import InvalidReplicationFactorError
 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -166,7 +172,7 @@ def create_contract_topics(
             missing = {
                 t.name: {
                     "num_partitions": t.partitions,
-                    "replication_factor": 1,
+                    "replication_factor": replication,
                     "configs": t.configs(),
                 }
                 for t in specs
@@ -177,6 +183,11 @@ def create_contract_topics(
             if not brokers.is_tansu(bootstrap_servers):
                 _restore_configs(admin, [t for t in specs if t.name in existing])
             return
+        except InvalidReplicationFactorError as exc:
+            raise ConfigurationError(
+                f"IOC_TOPIC_REPLICATION={replication}: the cluster at {bootstrap_servers} "
+                f"cannot place {replication} replicas of a partition (too few brokers)"
+            ) from exc
         except Exception as exc:  # e.g. created concurrently by a worker: look again
             last_error = exc
             time.sleep(0.2)

@@ -7,7 +7,8 @@ one place. Times on the wire are RFC 3339 UTC strings with millisecond precision
 Each field carries its contract in its metadata (:func:`wire`): what it means, whether a
 reader may find it absent (records written before the field existed), its bounds and its
 name on the wire when that differs. ``events.contracts`` turns the classes into the
-JSON Schemas of ``schemas/v1/records/``; a test checks the readers against them.
+JSON Schemas ``schemas/v1/{kpi-window,alert,alert-command,dead-letter}.json``; a test
+checks the readers against them.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ def wire(
 ) -> Mapping[str, Any]:
     """The metadata of a record field: its meaning; ``optional`` when readers accept a
     record without it; inclusive integer bounds; its wire ``name`` if not the field's."""
-    return {"doc": doc, "optional": optional, "minimum": minimum, "maximum": maximum,
-            "name": name}  # fmt: skip
+    return {
+        "doc": doc,
+        "optional": optional,
+        "minimum": minimum,
+        "maximum": maximum,
+        "name": name,
+    }
 
 
 def format_time(ts: datetime) -> str:

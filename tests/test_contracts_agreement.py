@@ -313,3 +313,21 @@ def test_on_arbitrary_attribute_values_they_give_the_same_verdict(
 ) -> None:
     changed = {**event, **changes}
     assert validator_accepts(changed) == ENVELOPE.is_valid(changed)
+
+
+@SETTINGS
+@given(
+    st.sampled_from(TYPES).flatmap(lambda t: st.tuples(st.just(t), valid_data(EVENT_TYPES[t]))),
+    st.data(),
+)
+def test_on_arbitrary_payload_values_they_give_the_same_verdict(
+    typed: tuple[str, dict[str, Any]], data: st.DataObject
+) -> None:
+    type_name, payload = typed
+    declared = [f.name for f in EVENT_TYPES[type_name].fields]
+    for name in data.draw(st.lists(st.sampled_from(declared), min_size=1, max_size=2)):
+        if data.draw(st.booleans()):
+            payload.pop(name, None)
+        else:
+            payload[name] = data.draw(json_values)
+    assert payload_accepts(type_name, payload) == DATA[type_name].is_valid(payload)

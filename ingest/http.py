@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from events.contracts import all_schemas, dumps
+from events.contracts import INDEX, all_schemas, dumps
 from events.envelope import latest_event_ms
 from events.errors import InvalidEventError
 from ingest.gateway import BATCH, STRUCTURED, RejectedRequest, parse_request
@@ -103,7 +103,10 @@ async def schema_endpoint(request: web.Request) -> web.Response:
     body = request.app[CONTRACTS].get(name)
     if body is None:
         return _error(404, "unknown_schema", f"{name!r}; /schemas/v1/index.json lists them")
-    return web.Response(body=body, content_type=SCHEMA_MEDIA)
+    # the index lists schemas, it is not one
+    return web.Response(
+        body=body, content_type="application/json" if name == INDEX else SCHEMA_MEDIA
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]

@@ -10,6 +10,7 @@ gateway serves it at ``/openapi.json``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -111,8 +112,11 @@ OPERATIONS: dict[tuple[str, str], Document] = {
         ],
         "responses": {
             "200": {
-                "description": "the schema",
-                "content": {SCHEMA_MEDIA: {"schema": {"type": "object"}}},
+                "description": "the schema (index.json: the list, as application/json)",
+                "content": {
+                    SCHEMA_MEDIA: {"schema": {"type": "object"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
             },
             "404": _error("no such schema (`unknown_schema`)"),
         },
@@ -172,7 +176,8 @@ def openapi_document(routes: Iterable[tuple[str, str]]) -> Document:
             operation = OPERATIONS[(method, path)]
         except KeyError:
             raise ValueError(f"route {method} {path} has no OpenAPI description") from None
-        paths.setdefault(path, {})[method.lower()] = operation
+        # a copy: a caller that edits the document must not edit the next one
+        paths.setdefault(path, {})[method.lower()] = copy.deepcopy(operation)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -441,7 +441,8 @@ async def test_http_serves_the_json_schemas_and_the_openapi_document(
         for name in ["index.json", *names]:
             async with http.get(f"{base}/schemas/v1/{name}") as r:
                 assert r.status == 200, name
-                assert r.content_type == "application/schema+json"
+                media = "application/json" if name == "index.json" else "application/schema+json"
+                assert r.content_type == media
                 assert await r.read() == _committed(f"schemas/v1/{name}")
         async with http.get(f"{base}/schemas/v1/vn.ioc.air.teleported.json") as r:
             assert r.status == 404

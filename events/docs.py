@@ -37,8 +37,9 @@ _REASONS = (
      "or `datacontenttype` not `application/json`"),
     ("unsupported_specversion", '`specversion` is not `"1.0"`'),
     ("unknown_type", "`type` is not in this catalogue"),
-    ("bad_time", "`time` (or a payload time) is not RFC 3339 with a UTC offset, or `time` "
-     "is outside what the windows can represent (before 1970, from year 9000 on)"),
+    ("bad_time", "`time` (or a payload time) is not RFC 3339 (`T` and `Z` upper case) with "
+     "a UTC offset, or its written year is outside what the windows can represent (before "
+     "1970, from year 9000 on)"),
     ("future_time", "`time` is more than `IOC_MAX_FUTURE_SKEW_S` (default "
      f"{DEFAULT_MAX_FUTURE_SKEW_S:.0f} s) ahead of the receiver's clock (gateways, stream "
      "workers and the raw-event sink each check it against their own clock)"),

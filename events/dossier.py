@@ -21,6 +21,11 @@ from events.errors import InvalidEventError
 
 Timeliness = Literal["on_time", "overdue"]
 
+# The cross-field rule of the dossier payload as data: when ``status`` is ``resolved``,
+# ``resolved_at`` is required. :func:`complete_dossier` enforces it and the JSON Schema
+# generator (events.contracts) states it as an ``if``/``then``, from this one tuple.
+RESOLVED_NEEDS_TIME = ("status", "resolved", "resolved_at")
+
 
 def is_on_time(due: datetime, resolved_at: datetime) -> bool:
     """True when the result was issued no later than the deadline (the deadline counts)."""
@@ -65,11 +70,12 @@ def complete_dossier(data: dict[str, Any]) -> None:
     ``due`` and ``resolved_at`` when the producer did not send it, so KPI rates can count
     on-time dossiers by a plain field match.
     """
-    if data["status"] != "resolved":
+    status, resolved, needed = RESOLVED_NEEDS_TIME
+    if data[status] != resolved:
         return
-    resolved_at = data.get("resolved_at")
+    resolved_at = data.get(needed)
     if resolved_at is None:
-        raise InvalidEventError("missing_field", "data.resolved_at is required when resolved")
+        raise InvalidEventError("missing_field", f"data.{needed} is required when {resolved}")
     if "timeliness" not in data:
         data["timeliness"] = timeliness(
             _as_time(data["due"], "due"), _as_time(resolved_at, "resolved_at")

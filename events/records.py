@@ -3,11 +3,18 @@
 These are public contracts (see docs/architecture.md). Every producer builds them with
 these classes and every consumer reads them with ``from_json``, so field names live in
 one place. Times on the wire are RFC 3339 UTC strings with millisecond precision.
+
+Each field carries its contract in its metadata (:func:`wire`): what it means, whether a
+reader may find it absent (records written before the field existed), its bounds and its
+name on the wire when that differs. ``events.contracts`` turns the classes into the
+JSON Schemas ``schemas/v1/{kpi-window,alert,alert-command,dead-letter}.json``; a test
+checks the readers against them.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -19,6 +26,25 @@ from events.errors import InvalidEventError
 AlertState = Literal["raised", "escalated", "acknowledged", "cleared"]
 AlertSeverity = Literal["info", "warning", "critical"]
 CommandName = Literal["ack", "clear", "assign"]
+
+
+def wire(
+    doc: str,
+    *,
+    optional: bool = False,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    name: str | None = None,
+) -> Mapping[str, Any]:
+    """The metadata of a record field: its meaning; ``optional`` when readers accept a
+    record without it; inclusive integer bounds; its wire ``name`` if not the field's."""
+    return {
+        "doc": doc,
+        "optional": optional,
+        "minimum": minimum,
+        "maximum": maximum,
+        "name": name,
+    }
 
 
 def format_time(ts: datetime) -> str:
@@ -50,18 +76,29 @@ def _loads(raw: bytes | str, what: str) -> dict[str, Any]:
 class KpiRecord:
     """One KPI value of one window and scope (topic ``ioc.kpi``, table ``kpi_windows``)."""
 
-    kpi: str
-    scope: str  # "city", "district:<code>" or "station:<id>"
-    window_start: datetime
-    window_end: datetime
-    value: float | None
-    count: int
-    min: float | None = None
-    max: float | None = None
-    sum: float | None = None
-    final: bool = False
-    revision: int = 0
-    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    kpi: str = field(metadata=wire("KPI id from the KPI catalogue (`ioc kpis`)"))
+    scope: str = field(metadata=wire('"city", "district:<code>" or "station:<id>"'))
+    window_start: datetime = field(metadata=wire("start of the window (inclusive)"))
+    window_end: datetime = field(metadata=wire("end of the window (exclusive)"))
+    value: float | None = field(
+        metadata=wire("the KPI value; null when the window has no data", optional=True)
+    )
+    count: int = field(metadata=wire("events counted in the window", minimum=0))
+    min: float | None = field(default=None, metadata=wire("smallest input", optional=True))
+    max: float | None = field(default=None, metadata=wire("largest input", optional=True))
+    sum: float | None = field(default=None, metadata=wire("sum of the inputs", optional=True))
+    final: bool = field(
+        default=False,
+        metadata=wire("true once the window is closed (watermark passed)", optional=True),
+    )
+    revision: int = field(
+        default=0,
+        metadata=wire("grows with every update of this window", optional=True, minimum=0),
+    )
+    computed_at: datetime = field(
+        default_factory=lambda: datetime.now(UTC),
+        metadata=wire("when the stream worker computed this value", optional=True),
+    )
 
     @property
     def key(self) -> str:
@@ -110,27 +147,46 @@ class KpiRecord:
 class AlertRecord:
     """The state of one alert after a transition (topic ``ioc.alerts``, key alert_id)."""
 
-    alert_id: str
-    rule: str  # rule id from the alert rule catalogue
-    subject: str  # what it is about: a scope ("district:HK") or "station:<id>"
-    state: AlertState
-    severity: AlertSeverity
-    level: int  # 1..3; alarm level for flood rules (BĐ I/II/III), else severity rank
-    title: str  # human text, Vietnamese first (the wall's default language)
-    kpi: str | None
-    value: float | None
-    threshold: float | None
-    raised_at: datetime
-    updated_at: datetime
-    acknowledged_by: str | None = None
-    assignee: str | None = None
-    revision: int = 0  # grows with every transition of this alert
+    alert_id: str = field(metadata=wire("alert id, the Kafka key"))
+    rule: str = field(metadata=wire("rule id from the alert rule catalogue"))
+    subject: str = field(metadata=wire('what it is about: a scope ("district:HK", "station:<id>")'))
+    state: AlertState = field(metadata=wire("state after this transition"))
+    severity: AlertSeverity = field(metadata=wire("severity"))
+    level: int = field(
+        metadata=wire(
+            "alarm level for flood rules (BĐ I/II/III), else the severity rank",
+            minimum=1,
+            maximum=3,
+        )
+    )
+    title: str = field(metadata=wire("human text, Vietnamese first (the wall's language)"))
+    kpi: str | None = field(metadata=wire("KPI the rule watches", optional=True))
+    value: float | None = field(metadata=wire("value that triggered it", optional=True))
+    threshold: float | None = field(metadata=wire("threshold it crossed", optional=True))
+    raised_at: datetime = field(metadata=wire("when the alert was raised"))
+    updated_at: datetime = field(metadata=wire("when this transition happened"))
+    acknowledged_by: str | None = field(
+        default=None, metadata=wire("operator who acknowledged it", optional=True)
+    )
+    assignee: str | None = field(
+        default=None, metadata=wire("operator it is assigned to", optional=True)
+    )
+    revision: int = field(
+        default=0,
+        metadata=wire("grows with every transition of this alert", optional=True, minimum=0),
+    )
     # Optional (records written before these fields existed lack them; they parse with
     # the defaults). The window that last raised or escalated the alert: its start, from
     # which on final windows may clear it, and whether its value was live (final=false,
     # still partial) when it did: the wall marks such an alert as provisional.
-    window_start: datetime | None = None
-    on_live_window: bool = False
+    window_start: datetime | None = field(
+        default=None,
+        metadata=wire("start of the window that last raised or escalated it", optional=True),
+    )
+    on_live_window: bool = field(
+        default=False,
+        metadata=wire("raised on a window still open (provisional)", optional=True),
+    )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -181,13 +237,15 @@ class AlertRecord:
 class AlertCommand:
     """An operator command (topic ``ioc.alerts.commands``, key alert_id)."""
 
-    command_id: str  # unique; makes re-delivered commands harmless
-    alert_id: str
-    command: CommandName
-    by: str  # operator name from the token
-    at: datetime
-    assignee: str | None = None  # for "assign"
-    note: str | None = None
+    command_id: str = field(metadata=wire("unique; makes re-delivered commands harmless"))
+    alert_id: str = field(metadata=wire("the alert, the Kafka key"))
+    command: CommandName = field(metadata=wire("what to do"))
+    by: str = field(metadata=wire("operator name from the token"))
+    at: datetime = field(metadata=wire("when the operator sent it"))
+    assignee: str | None = field(
+        default=None, metadata=wire('operator to assign; required by "assign"', optional=True)
+    )
+    note: str | None = field(default=None, metadata=wire("free text", optional=True))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -238,15 +296,21 @@ class ConsumedRecord(Protocol):
 class DeadLetter:
     """A record some component could not use (topic ``ioc.deadletter``, original key)."""
 
-    reason: str  # stable code, e.g. "undecodable", "out_of_range", "too_late"
-    detail: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    value: bytes  # the original bytes; base64 on the wire
-    key: bytes | None = None
-    component: str = ""
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reason: str = field(
+        metadata=wire('stable code, e.g. "undecodable", "out_of_range", "too_late"')
+    )
+    detail: str = field(metadata=wire("which field and why, for people"))
+    source_topic: str = field(metadata=wire('topic it was read from (or "mqtt:<topic>")'))
+    source_partition: int = field(metadata=wire("partition it was read from"))
+    source_offset: int = field(metadata=wire("its offset (the MQTT message id for MQTT)"))
+    value: bytes = field(metadata=wire("the original bytes, base64", name="value_b64"))
+    key: bytes | None = field(
+        default=None, metadata=wire("the original key, base64", optional=True, name="key_b64")
+    )
+    component: str = field(default="", metadata=wire("component that gave up on it", optional=True))
+    time: datetime = field(
+        default_factory=lambda: datetime.now(UTC), metadata=wire("when it was dead-lettered")
+    )
 
     @classmethod
     def of(cls, record: ConsumedRecord, reason: str, detail: str, component: str) -> DeadLetter:

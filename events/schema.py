@@ -20,6 +20,21 @@ NUMERIC_KINDS: frozenset[str] = frozenset({"float", "int"})
 
 TYPE_PREFIX = "vn.ioc."
 
+# Every time of an event (the envelope's ``time`` and payload times) is RFC 3339 with
+# an upper-case ``T`` and a ``Z`` or ``±hh:mm`` offset, its written year 1970..8999 (the
+# windows work in epoch milliseconds, and need room for the longest window before
+# year 9999). The validator (events.validation) and the JSON Schemas (events.contracts)
+# both use this one pattern, so they accept the same strings; the calendar (no 30
+# February) is checked by ``datetime.fromisoformat`` and by the schema's ``date-time``
+# format. It is written for both regex dialects, ECMA-262 (JSON Schema) and Python:
+# ASCII classes instead of ``\d`` (Unicode digits in Python), and ``(?![\s\S])`` for
+# the end of the string because Python's ``$`` also matches before a final newline.
+TIME_PATTERN = (
+    r"^(?:19[7-9][0-9]|[2-8][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])(?![\s\S])"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:

@@ -3,21 +3,24 @@
 Validation runs for every event in the stream workers and the ingest gateways, so each
 event type's schema is turned, at import, into a tuple of plain field rules walked by one
 tight loop: no per-event allocation besides the error on the failure path, no reflection,
-no regular expressions. Cross-field rules (e.g. a resolved dossier needs ``resolved_at``)
+and one precompiled regular expression only for times (the RFC 3339 shape the JSON
+Schemas state as a ``pattern``). Cross-field rules (e.g. a resolved dossier needs ``resolved_at``)
 are per-type hooks run after the field rules.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from events.catalogue import EVENT_TYPES, EventType
-from events.dossier import complete_dossier
+from events.dossier import RESOLVED_NEEDS_TIME, complete_dossier
 from events.errors import InvalidEventError
 from events.geography import DISTRICT_CODES
+from events.schema import TIME_PATTERN
 
 MAX_TEXT_LENGTH = 256
 
@@ -34,17 +37,31 @@ PayloadValidator = Callable[[dict[str, Any]], None]
 _HOOKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "vn.ioc.services.dossier": complete_dossier,
 }
+# What the hooks require, as data for the JSON Schemas: event type -> (field, value,
+# field required when ``field`` has ``value``) rules.
+REQUIRED_WHEN: MappingProxyType[str, tuple[tuple[str, str, str], ...]] = MappingProxyType(
+    {"vn.ioc.services.dossier": (RESOLVED_NEEDS_TIME,)}
+)
+
+
+# ``datetime.fromisoformat`` alone accepts far more than RFC 3339 (any separator, basic
+# format, week dates, no offset), which the JSON Schemas could not state; the pattern is
+# checked first so both accept exactly the same strings.
+_time_shape = re.compile(TIME_PATTERN).match
 
 
 def parse_time(value: str, what: str) -> datetime:
-    """An RFC 3339 time with an offset, as an aware UTC datetime; else ``bad_time``."""
+    """An RFC 3339 time with an offset (events.schema.TIME_PATTERN), as an aware UTC
+    datetime; else ``bad_time``."""
+    if _time_shape(value) is None:
+        raise InvalidEventError(
+            "bad_time", f"{what}: not an RFC 3339 time with a UTC offset in 1970..8999: {value!r}"
+        )
     try:
         ts = datetime.fromisoformat(value)
-    except ValueError:
+    except ValueError:  # the right shape, but no such day (30 February)
         raise InvalidEventError("bad_time", f"{what}: not an RFC 3339 time: {value!r}") from None
     tz = ts.tzinfo
-    if tz is None:
-        raise InvalidEventError("bad_time", f"{what}: time without UTC offset: {value!r}")
     return ts if tz is UTC else ts.astimezone(UTC)
 
 
@@ -67,7 +84,7 @@ def _fail(et_type: str, name: str, kind: int, value: Any, rule: Rule) -> Invalid
     where = f"{et_type}: data.{name}"
     vt = type(value)
     if kind in (_FLOAT, _INT):
-        if vt is int or (kind == _FLOAT and vt is float):
+        if vt is int or (vt is float and (kind == _FLOAT or value.is_integer())):
             return InvalidEventError(
                 "out_of_range", f"{where}={value!r} outside [{rule[3]:g}, {rule[4]:g}]"
             )
@@ -111,6 +128,11 @@ def compile_validator(et: EventType) -> PayloadValidator:
                     continue
             elif kind == _INT:
                 if vt is int and lo <= value <= hi:
+                    continue
+                # JSON does not tell 3 from 3.0 (JSON Schema's "integer" accepts both), so
+                # neither do we; the payload keeps an int for the consumers.
+                if vt is float and value.is_integer() and lo <= value <= hi:
+                    data[name] = int(value)
                     continue
             elif kind == _STR:
                 if vt is str and 0 < len(value) <= MAX_TEXT_LENGTH:

@@ -4,6 +4,9 @@
                           or a JSON array (application/cloudevents-batch+json)
     GET  /healthz         200 when the Kafka producer is connected
     GET  /metrics         Prometheus
+    GET  /openapi.json    OpenAPI 3.1 of these routes (ingest.openapi)
+    GET  /schemas/v1/{name}  the JSON Schemas of the contracts (events.contracts);
+                          /schemas/v1/index.json lists them
 
 Answers: 202 ``{"accepted": N}`` once the broker has acknowledged every event; 400 with
 ``{"error": reason, "detail": ...}`` for a body that is not JSON, or with
@@ -16,14 +19,17 @@ body; 415 for another content type; 503 when Kafka cannot take the events (the c
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
+from events.contracts import INDEX, all_schemas, dumps
 from events.envelope import latest_event_ms
 from events.errors import InvalidEventError
 from ingest.gateway import BATCH, STRUCTURED, RejectedRequest, parse_request
 from ingest.metrics import IngestMetrics
+from ingest.openapi import SCHEMA_MEDIA, openapi_document
 from ingest.publisher import KafkaPublisher
 from ingest.settings import IngestSettings
 
@@ -32,6 +38,10 @@ log = structlog.get_logger("ingest.http")
 PUBLISHER: web.AppKey[KafkaPublisher] = web.AppKey("publisher", KafkaPublisher)
 METRICS: web.AppKey[IngestMetrics] = web.AppKey("metrics", IngestMetrics)
 SETTINGS: web.AppKey[IngestSettings] = web.AppKey("settings", IngestSettings)
+# Rendered once per app: the documents are generated from the catalogue, not read from
+# the checked-in files, so an installed gateway needs no repository next to it.
+CONTRACTS: web.AppKey[dict[str, bytes]] = web.AppKey("contracts", dict)
+OPENAPI: web.AppKey[bytes] = web.AppKey("openapi", bytes)
 
 
 def _error(status: int, reason: str, detail: str) -> web.Response:
@@ -84,6 +94,34 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain")
 
 
+async def openapi_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+async def schema_endpoint(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = request.app[CONTRACTS].get(name)
+    if body is None:
+        return _error(404, "unknown_schema", f"{name!r}; /schemas/v1/index.json lists them")
+    # the index lists schemas, it is not one
+    return web.Response(
+        body=body, content_type="application/json" if name == INDEX else SCHEMA_MEDIA
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+# Every route of the gateway; build_app registers exactly these and the OpenAPI document
+# is generated from them, so the two cannot differ.
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("POST", "/events", post_events),
+    ("GET", "/healthz", healthz),
+    ("GET", "/metrics", metrics_endpoint),
+    ("GET", "/openapi.json", openapi_endpoint),
+    ("GET", "/schemas/v1/{name}", schema_endpoint),
+)
+
+
 def build_app(
     settings: IngestSettings, publisher: KafkaPublisher, metrics: IngestMetrics
 ) -> web.Application:
@@ -92,7 +130,8 @@ def build_app(
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
-    app.router.add_post("/events", post_events)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    app[CONTRACTS] = {name: dumps(schema) for name, schema in all_schemas().items()}
+    app[OPENAPI] = dumps(openapi_document((method, path) for method, path, _ in ROUTES))
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
     return app

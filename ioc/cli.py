@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "streams": ("ioc.commands.streams", "app", "group"),
     "kpis": ("ioc.commands.catalogue", "kpis", "command"),
     "events": ("ioc.commands.catalogue", "events", "command"),
+    "schemas": ("ioc.commands.schemas", "schemas", "command"),
     "ingest": ("ioc.commands.ingest", "app", "group"),
     "ws": ("ioc.commands.ws", "app", "group"),
     "alerts": ("ioc.commands.alerts", "app", "group"),

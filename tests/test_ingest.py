@@ -422,3 +422,38 @@ async def test_mqtt_message_unacknowledged_when_the_gateway_dies_is_delivered_af
             if proc.returncode is None:
                 proc.terminate()
                 await proc.wait()
+
+
+def _committed(path: str) -> bytes:
+    return (Path(__file__).resolve().parent.parent / path).read_bytes()
+
+
+async def test_http_serves_the_json_schemas_and_the_openapi_document(
+    gateway: IngestSettings,
+) -> None:
+    """As committed (`ioc schemas`), and every documented operation is answered."""
+    base = f"http://127.0.0.1:{gateway.ingest_http_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/schemas/v1/index.json") as r:
+            assert r.status == 200
+            names = [entry["name"] for entry in (await r.json(content_type=None))["schemas"]]
+        assert "cloudevent.json" in names and "kpi-window.json" in names
+        for name in ["index.json", *names]:
+            async with http.get(f"{base}/schemas/v1/{name}") as r:
+                assert r.status == 200, name
+                media = "application/json" if name == "index.json" else "application/schema+json"
+                assert r.content_type == media
+                assert await r.read() == _committed(f"schemas/v1/{name}")
+        async with http.get(f"{base}/schemas/v1/vn.ioc.air.teleported.json") as r:
+            assert r.status == 404
+            assert (await r.json())["error"] == "unknown_schema"
+        async with http.get(f"{base}/openapi.json") as r:
+            assert r.status == 200
+            served = await r.read()
+        assert served == _committed("docs/openapi.json")
+        for path, item in orjson.loads(served)["paths"].items():
+            for method in item:
+                url = base + path.replace("{name}", "cloudevent.json")
+                async with http.request(method, url, data=b"[]") as r:
+                    # POST [] is an empty batch: answered by the route (202, nothing sent)
+                    assert r.status not in (404, 405), (method, path, r.status)

@@ -1,0 +1,191 @@
+"""OpenAPI 3.1 of the ingest gateway's HTTP API, generated from its route table.
+
+:func:`openapi_document` takes the routes the gateway registers (``ingest.http.ROUTES``)
+and looks up the description of each in :data:`OPERATIONS`: a route without one fails
+the generation, and a description without a route is never emitted, so the document's
+paths are the served routes. Request bodies use the generated CloudEvent schema
+(events.contracts); ``ioc schemas`` writes the document to ``docs/openapi.json`` and the
+gateway serves it at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from events.contracts import ENVELOPE, all_schemas, envelope_schema
+from events.envelope import MAX_EVENT_BYTES
+
+TITLE = "IOC ingest gateway"
+API_VERSION = "1.0.0"
+SCHEMA_MEDIA = "application/schema+json"
+
+Document = dict[str, Any]
+
+
+def _json(ref_or_schema: Any, description: str) -> Document:
+    schema = {"$ref": f"#/components/schemas/{ref_or_schema}"}
+    if isinstance(ref_or_schema, dict):
+        schema = ref_or_schema
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> Document:
+    return _json("Error", description)
+
+
+_EVENT = {"$ref": "#/components/schemas/CloudEvent"}
+
+OPERATIONS: dict[tuple[str, str], Document] = {
+    ("POST", "/events"): {
+        "operationId": "postEvents",
+        "summary": "Publish CloudEvents (structured or batch mode) to their domain topics",
+        "description": "Every event is validated as `schemas/v1/cloudevent.json` states, "
+        f"and at most {MAX_EVENT_BYTES} bytes with a time at most IOC_MAX_FUTURE_SKEW_S "
+        "(300 s) ahead of the gateway's clock. All or nothing: one invalid event refuses "
+        "the request. A batch holds at most IOC_INGEST_MAX_BATCH (5000) events, a body "
+        "at most IOC_INGEST_MAX_BODY_BYTES (4 MiB).",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/cloudevents+json": {"schema": _EVENT},
+                "application/json": {"schema": _EVENT},
+                "application/cloudevents-batch+json": {
+                    "schema": {"type": "array", "items": _EVENT}
+                },
+            },
+        },
+        "responses": {
+            "202": _json("Accepted", "every event acknowledged by the broker"),
+            "400": {
+                "description": "a body that is not JSON (Error), or invalid events "
+                "(InvalidEvents, naming each one); nothing was published",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/Error"},
+                                {"$ref": "#/components/schemas/InvalidEvents"},
+                            ]
+                        }
+                    }
+                },
+            },
+            "413": _error("body too large (`oversize`)"),
+            "415": _error("another content type (`unsupported_media_type`)"),
+            "503": _error("the broker did not take the events (`unavailable`); retry"),
+        },
+    },
+    ("GET", "/healthz"): {
+        "operationId": "health",
+        "summary": "Liveness of the gateway",
+        "responses": {
+            "200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "it is up")
+        },
+    },
+    ("GET", "/metrics"): {
+        "operationId": "metrics",
+        "summary": "Prometheus metrics: accepted, rejected by reason, publish errors",
+        "responses": {
+            "200": {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    },
+    ("GET", "/openapi.json"): {
+        "operationId": "openapi",
+        "summary": "This document",
+        "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+    },
+    ("GET", "/schemas/v1/{name}"): {
+        "operationId": "schema",
+        "summary": "A JSON Schema (2020-12) of the v1 contracts; index.json lists them",
+        "parameters": [
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"enum": list(all_schemas())},
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "the schema (index.json: the list, as application/json)",
+                "content": {
+                    SCHEMA_MEDIA: {"schema": {"type": "object"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            },
+            "404": _error("no such schema (`unknown_schema`)"),
+        },
+    },
+}
+
+
+def _components() -> Document:
+    # The envelope keeps its $defs; its own $id and dialect stay too (OpenAPI 3.1 schema
+    # objects are JSON Schema 2020-12), so its local $refs resolve inside it.
+    return {
+        "schemas": {
+            "CloudEvent": envelope_schema(),
+            "Accepted": {
+                "type": "object",
+                "required": ["accepted"],
+                "properties": {"accepted": {"type": "integer", "minimum": 0}},
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error", "detail"],
+                "properties": {
+                    "error": {"type": "string", "description": "a stable reason code"},
+                    "detail": {"type": "string", "description": "for people"},
+                },
+            },
+            "Rejection": {
+                "type": "object",
+                "required": ["index", "reason", "detail"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0, "description": "in the batch"},
+                    "reason": {"type": "string", "description": "validation reason code"},
+                    "detail": {"type": "string"},
+                },
+            },
+            "InvalidEvents": {
+                "type": "object",
+                "required": ["error", "rejected"],
+                "properties": {
+                    "error": {"const": "invalid_events"},
+                    "rejected": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"$ref": "#/components/schemas/Rejection"},
+                    },
+                },
+            },
+        }
+    }
+
+
+def openapi_document(routes: Iterable[tuple[str, str]]) -> Document:
+    """The OpenAPI 3.1 document of the given (method, path) routes."""
+    paths: Document = {}
+    for method, path in routes:
+        try:
+            operation = OPERATIONS[(method, path)]
+        except KeyError:
+            raise ValueError(f"route {method} {path} has no OpenAPI description") from None
+        # a copy: a caller that edits the document must not edit the next one
+        paths.setdefault(path, {})[method.lower()] = copy.deepcopy(operation)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": TITLE,
+            "version": API_VERSION,
+            "description": "CloudEvents over HTTP into the IOC event bus. The JSON Schemas "
+            f"of the events are served under /schemas/v1/ ({ENVELOPE} for any event).",
+        },
+        "paths": paths,
+        "components": _components(),
+    }

@@ -441,7 +441,8 @@ async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
                     f"  input {step.input_rate:,.0f} ev/s, applied {step.applied_rate:,.0f}, "
                     f"p50 {_ms(step.pct(0.5))} ms, p95 {_ms(step.pct(0.95))} ms, "
                     f"lag growth {step.lag_growth:+,.0f}/s, "
-                    f"KPI/event {step.kpi_per_event:.2f}"
+                    f"KPI/event {step.kpi_per_event:.2f}, "
+                    f"finals {len(step.finals_s)} (of {len(markers.finals)} so far)"
                 )
                 if step.extra_rate and not step.sustained and step is not steps[-1]:
                     console.print("  fell behind: later steps would only be further behind")
@@ -452,6 +453,13 @@ async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
         stop.set()
         for task in tasks:
             task.cancel()
+        # A marker task that died (its consumer failed, say) would leave its figures
+        # silently short: that is a failed run, not a result.
+        died = [
+            r
+            for r in await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(r, Exception)
+        ]
         os.killpg(demo.pid, signal.SIGINT)
         try:
             demo.wait(timeout=120)
@@ -459,6 +467,8 @@ async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
         services_down(Path(args.state_dir), args.broker)
+    if died:
+        raise SystemExit(f"bench_e2e failed: a marker task died: {died[0]!r}")
     report(steps, args, broker, load)
 
 

@@ -36,7 +36,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,8 @@ from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 
 from benchmarks.e2e_markers import Markers
-from benchmarks.results import DOC, machine_note, record
-from benchmarks.soak import process_groups, slope
+from benchmarks.e2e_report import Step, fmt_ms, median, report
+from benchmarks.soak import process_groups
 from events import topics
 from events.topics import DOMAINS
 from ioc.settings import ServiceSettings
@@ -71,49 +70,6 @@ STACK_ENV = {
     "IOC_ALERTS_HTTP_PORT": "18194",
     "IOC_SIM_METRICS_PORT": "18193",
 }
-
-
-@dataclass
-class Step:
-    extra_rate: int
-    seconds: float
-    lags_s: list[float] = field(default_factory=list)  # math.inf: never reached the wall
-    input_rate: float = 0.0
-    applied_rate: float = 0.0
-    kpi_rate: float = 0.0
-    sink_rate: float = 0.0
-    lag_series: list[tuple[float, float]] = field(default_factory=list)
-    cpu: dict[str, float] = field(default_factory=dict)  # % of one core
-    rss_mb: dict[str, float] = field(default_factory=dict)
-    hops: dict[str, tuple[float, float]] = field(default_factory=dict)  # median, max (s)
-    # Final 1-min windows of markers that arrived on ioc.kpi during the step: seconds
-    # after the watermark could first pass their end (window end + allowed lateness).
-    finals_s: list[float] = field(default_factory=list)
-
-    def pct(self, q: float) -> float:
-        if not self.lags_s:
-            return math.nan
-        ordered = sorted(self.lags_s)
-        return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-    @property
-    def kpi_per_event(self) -> float:
-        return self.kpi_rate / self.applied_rate if self.applied_rate else math.nan
-
-    @property
-    def lag_growth(self) -> float:
-        """Least-squares slope (records/s) of the worker's lag over the second half."""
-        return slope(self.lag_series[len(self.lag_series) // 2 :])
-
-    @property
-    def sustained(self) -> bool:
-        # Flat lag (it grows by less than 2 % of the input per second), the worker applied
-        # at least 97 % of the input, and every marker reached the wall.
-        return (
-            self.lag_growth <= 0.02 * self.input_rate + 20
-            and self.applied_rate >= 0.97 * self.input_rate
-            and math.inf not in self.lags_s
-        )
 
 
 async def _metrics(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
@@ -266,139 +222,11 @@ async def run_step(
     step.lags_s = markers.lags(begin, end, args.marker_timeout)
     step.hops = markers.hop_medians(begin, end)
     step.finals_s = markers.finals_between(begin, end)
+    step.finals_wm_s = markers.finals_after_watermark(begin, end)
 
 
 def idle_seconds() -> float:
     return StreamsSettings().allowed_lateness_s + 90
-
-
-def _median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
-
-
-def _ms(s: float) -> str:
-    return "never" if math.isinf(s) else "-" if math.isnan(s) else f"{s * 1000:,.0f}"
-
-
-def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float) -> None:
-    rows = []
-    for s in steps:
-        lost = sum(1 for x in s.lags_s if math.isinf(x))
-        rows.append(
-            f"| {s.extra_rate:,} | {s.input_rate:,.0f} | {s.applied_rate:,.0f} | "
-            f"{len(s.lags_s)}{f' ({lost} never)' if lost else ''} | {_ms(s.pct(0.5))} | "
-            f"{_ms(s.pct(0.95))} | {_ms(s.pct(0.99))} | {s.lag_growth:+,.0f} | "
-            f"{'yes' if s.sustained else 'no'} | {s.kpi_per_event:.2f} | {s.sink_rate:,.0f} |"
-        )
-    names = sorted(
-        {n for s in steps for n in s.cpu}, key=lambda n: -max(s.cpu.get(n, 0.0) for s in steps)
-    )
-    cpu_rows = [
-        f"| {n} | "
-        + " | ".join(f"{s.cpu.get(n, 0):.0f} % / {s.rss_mb.get(n, 0):,.0f}" for s in steps)
-        + " |"
-        for n in names
-    ]
-    hop_names = (
-        ("ack", "acked by the broker"),
-        ("partials", "stage 1 output (`ioc.streams.partials`)"),
-        ("kpi", "stage 2 output (`ioc.kpi`)"),
-        ("wall", "websocket client (the wall)"),
-    )
-    hop_rows = [
-        f"| {label} | "
-        + " | ".join(
-            f"{s.hops[key][0]:.2f} / {s.hops[key][1]:.2f}" if key in s.hops else "-" for s in steps
-        )
-        + " |"
-        for key, label in hop_names
-    ]
-    hop_rows.append(
-        "| final 1-min window on `ioc.kpi`, after its end + allowed lateness (finals "
-        "arriving during the step) | "
-        + " | ".join(
-            f"{_median(s.finals_s):.2f} / {max(s.finals_s):.2f}" if s.finals_s else "-"
-            for s in steps
-        )
-        + " |"
-    )
-    sustained = [s.input_rate for s in steps if s.sustained]
-    best = max(sustained) if sustained else 0.0
-    chart = _chart(steps, broker)
-    body = (
-        f"Broker: {broker}; stream engine: {args.engine}. {machine_note(load)} "
-        "A fresh stack (its own state directory) "
-        f"warms up for {args.warmup:.0f} s, then each step runs {args.step_seconds:.0f} s "
-        f"(the first, without extra load, {steps[0].seconds:.0f} s: the finals of its own "
-        "markers arrive within it); "
-        f"a marker every {args.marker_interval:g} s; a marker not on the wall within "
-        f"{args.marker_timeout:.0f} s counts as never (it stays in the percentiles).\n\n"
-        "| extra load asked (ev/s) | input achieved (ev/s) | worker applied (ev/s) | markers | "
-        "event → wall p50 (ms) | p95 | p99 | lag growth (records/s) | sustained | "
-        "KPI records per event | sink rows/s |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
-        + "\n".join(rows)
-        + f"\n\nHighest input rate sustained with flat lag: **{best:,.0f} ev/s**.\n\n"
-        "Where the time goes: seconds from the marker's send to its first appearance on "
-        "each hop, median / max over the markers of the step:\n\n"
-        "| hop | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
-        "|---|" + "---:|" * len(steps) + "\n" + "\n".join(hop_rows) + "\n\n"
-        "CPU (% of one core) / peak RSS (MB) per process, per step:\n\n"
-        "| process | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
-        "|---|"
-        + "---:|" * len(steps)
-        + "\n"
-        + "\n".join(cpu_rows)
-        + (f"\n\n![event → wall]({chart})" if chart else "")
-    )
-    suffix = "" if broker == "Apache Kafka" else "_tansu"
-    # A p95 of a step where some marker never reached the wall is written as "never".
-    figures: dict[str, Any] = {f"e2e_max_sustained_events_per_s{suffix}": round(best)}
-    by_rate = {s.extra_rate: s for s in steps}
-    for rate, key in ((0, "idle"), (5000, "5k")):
-        if rate in by_rate and not math.isnan(by_rate[rate].pct(0.95)):
-            p95 = by_rate[rate].pct(0.95)
-            figures[f"e2e_p95_ms_{key}{suffix}"] = "never" if math.isinf(p95) else round(p95 * 1000)
-    for rate, key in ((0, "idle"), (5000, "5k")):
-        if rate in by_rate and by_rate[rate].finals_s:
-            finals = sorted(by_rate[rate].finals_s)
-            p95 = finals[min(len(finals) - 1, math.ceil(0.95 * len(finals)) - 1)]
-            figures[f"e2e_final_p95_ms_{key}{suffix}"] = round(p95 * 1000)
-    if 0 in by_rate:
-        figures[f"kpi_records_per_event_demo{suffix}"] = round(by_rate[0].kpi_per_event, 2)
-    cmd = (
-        f".venv/bin/python -m benchmarks.bench_e2e --broker {args.broker} "
-        f"--engine {args.engine} --steps "
-        f"{args.steps} --step-seconds {args.step_seconds:g}"
-    )
-    record(f"bench_e2e-{args.broker}", cmd, body, figures)
-    console.print(f"recorded in {DOC.relative_to(ROOT)}")
-
-
-def _chart(steps: list[Step], broker: str) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        console.print("matplotlib missing (pip install -e '.[bench]'): no chart")
-        return None
-    xs = [s.extra_rate for s in steps]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for q, style in ((0.5, "o-"), (0.95, "s-"), (0.99, "^-")):
-        ys = [min(s.pct(q), 60.0) for s in steps]  # a never-arriving marker plots at 60 s
-        ax.plot(xs, ys, style, label=f"p{round(q * 100)}")
-    ax.set_xlabel("extra simulator load asked (events/s)")
-    ax.set_ylabel("event → wall (s)")
-    ax.set_title(f"Sensor to wall, whole stack on one machine ({broker})")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    name = f"bench_e2e_{'kafka' if broker == 'Apache Kafka' else 'tansu'}.png"
-    fig.tight_layout()
-    fig.savefig(DOC.parent / name, dpi=100)
-    plt.close(fig)
-    return name
 
 
 async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
@@ -439,10 +267,11 @@ async def main_async(args: argparse.Namespace, env: dict[str, str]) -> None:
                 await run_step(step, markers, session, consumer, groups, args)
                 console.print(
                     f"  input {step.input_rate:,.0f} ev/s, applied {step.applied_rate:,.0f}, "
-                    f"p50 {_ms(step.pct(0.5))} ms, p95 {_ms(step.pct(0.95))} ms, "
+                    f"p50 {fmt_ms(step.pct(0.5))} ms, p95 {fmt_ms(step.pct(0.95))} ms, "
                     f"lag growth {step.lag_growth:+,.0f}/s, "
                     f"KPI/event {step.kpi_per_event:.2f}, "
-                    f"finals {len(step.finals_s)} (of {len(markers.finals)} so far)"
+                    f"finals {len(step.finals_s)} (of {len(markers.finals)} so far), "
+                    f"after the watermark p50 {fmt_ms(median(step.finals_wm_s or [math.nan]))} ms"
                 )
                 if step.extra_rate and not step.sustained and step is not steps[-1]:
                     console.print("  fell behind: later steps would only be further behind")

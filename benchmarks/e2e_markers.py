@@ -5,6 +5,7 @@ stage-2 `ioc.kpi`, the wall's websocket) and, later, to the final record of its 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import re
@@ -19,6 +20,8 @@ from websockets.asyncio.client import connect
 from events import topics
 from events.envelope import encode, new_event
 from streams.settings import StreamsSettings
+from streams.windows import combined_watermark
+from streams.wire import WATERMARK_KEY, decode_internal
 
 
 class Markers:
@@ -34,10 +37,17 @@ class Markers:
         self.seen: dict[int, float] = {}  # first update on the wall
         # first time the marker's station appears on each internal hop
         self.hops: dict[str, dict[int, float]] = {"partials": {}, "kpi": {}}
-        # marker -> (monotonic arrival, seconds after window end + allowed lateness) of
-        # the final record of its 1-min window
-        self.finals: dict[int, tuple[float, float]] = {}
+        # marker -> (monotonic arrival, seconds after window end + allowed lateness,
+        # seconds after stage 1 reported the air topic's watermark past the end) of the
+        # final record of its 1-min window
+        self.finals: dict[int, tuple[float, float, float | None]] = {}
         self.lateness_s = StreamsSettings().allowed_lateness_s
+        # The air topic's watermark as stage 1 reports it on the partials topic: the
+        # latest report per source partition, and each rise with when it was first seen.
+        self.air_topic = topics.events_topic("air")
+        self.air_marks: dict[str, tuple[int | None, bool]] = {}
+        self.air_partitions = 0
+        self.wm_rises: list[tuple[int, float]] = []
         self.subscribed = asyncio.Event()
         self.arrived = asyncio.Event()
 
@@ -120,6 +130,9 @@ class Markers:
                 for tp, records in batch.items():
                     hop = self.hops["kpi" if tp.topic == topics.KPI else "partials"]
                     for r in records:
+                        if r.key == WATERMARK_KEY and r.value:
+                            self._watermarks(r.value, now)
+                            continue
                         if r.key and r.key.startswith(needle):
                             n = int(r.key[len(needle) :].split(b"|", 1)[0])
                             hop.setdefault(n, now)
@@ -127,6 +140,29 @@ class Markers:
                                 self._final(n, r.value, now, wall)
         finally:
             await consumer.stop()
+
+    def _watermarks(self, value: bytes, now: float) -> None:
+        reports = decode_internal(value)
+        if not isinstance(reports, list):
+            return
+        for report in reports:
+            if report.source.rsplit(":", 1)[0] == self.air_topic:
+                self.air_marks[report.source] = (report.watermark_ms, report.idle)
+                self.air_partitions = max(self.air_partitions, report.topic_partitions)
+        # As stage 2 combines them (streams/merger.py): unreported partitions hold it back.
+        marks = list(self.air_marks.values())
+        marks += [(None, False)] * (self.air_partitions - len(marks))
+        wm = combined_watermark(marks)
+        if wm is not None and (not self.wm_rises or wm > self.wm_rises[-1][0]):
+            self.wm_rises.append((wm, now))
+
+    def _passed(self, end_ms: int) -> float | None:
+        """When the air watermark was first seen at or past ``end_ms`` (None: not seen,
+        or already past when the trace began)."""
+        i = bisect.bisect_left(self.wm_rises, (end_ms, -math.inf))
+        if i == 0 or i == len(self.wm_rises):
+            return None
+        return self.wm_rises[i][1]
 
     def _final(self, n: int, value: bytes, now: float, wall: float) -> None:
         # The watermark is the newest event time minus the allowed lateness; the stack's
@@ -138,10 +174,17 @@ class Markers:
         start = datetime.fromisoformat(rec["window_start"]).timestamp()
         end = datetime.fromisoformat(rec["window_end"]).timestamp()
         if end - start == 60 and n not in self.finals:
-            self.finals[n] = (now, wall - (end + self.lateness_s))
+            passed = self._passed(round(end * 1000))
+            after_wm = None if passed is None else now - passed
+            self.finals[n] = (now, wall - (end + self.lateness_s), after_wm)
 
     def finals_between(self, begin: float, end: float) -> list[float]:
-        return [lat for at, lat in self.finals.values() if begin <= at < end]
+        """Seconds after window end + lateness, of the finals that arrived meanwhile."""
+        return [lat for at, lat, _ in self.finals.values() if begin <= at < end]
+
+    def finals_after_watermark(self, begin: float, end: float) -> list[float]:
+        """Seconds after the watermark passed the window end, same finals."""
+        return [w for at, _, w in self.finals.values() if begin <= at < end and w is not None]
 
     def hop_medians(self, sent_from: float, sent_until: float) -> dict[str, tuple[float, float]]:
         """Median and max seconds from the send to each hop, for the markers of a step

@@ -63,3 +63,32 @@ def test_final_latency_counts_from_window_end_plus_lateness() -> None:
     markers._final(7, one_min, now=9.0, wall=end + 300)  # a later revision: ignored
     assert markers.finals_between(0.0, 10.0) == [pytest.approx(0.4)]
     assert markers.finals_between(6.5, 10.0) == []
+
+
+def test_final_latency_after_the_air_watermark_passed() -> None:
+    """The watermark as stage 2 combines it: the minimum over the air topic's partitions,
+    an unreported partition holding it back; other topics do not count."""
+    from streams.aggregator import WatermarkReport
+    from streams.wire import encode_watermarks
+
+    markers = Markers("127.0.0.1:1", "t", 1)
+    air = markers.air_topic
+    end_ms = 1_796_400_060_000
+
+    def report(at: float, *marks: tuple[str, int]) -> None:
+        reports = [WatermarkReport(src, 1, wm, False, 2) for src, wm in marks]
+        markers._watermarks(encode_watermarks(reports), now=at)
+
+    report(1.0, (f"{air}:0", end_ms - 5000), (f"{air}:1", end_ms - 9000))
+    report(2.0, (f"{air}:0", end_ms + 1000))  # partition 1 still behind
+    report(2.5, ("ioc.events.water:0", end_ms + 9000))  # another topic
+    report(3.0, (f"{air}:1", end_ms + 200))  # now both past the end
+    value = (
+        b'{"window_start":"'
+        + datetime.fromtimestamp(end_ms / 1000 - 60, UTC).isoformat().encode()
+        + b'","window_end":"'
+        + datetime.fromtimestamp(end_ms / 1000, UTC).isoformat().encode()
+        + b'","final":true}'
+    )
+    markers._final(1, value, now=3.4, wall=0.0)
+    assert markers.finals_after_watermark(0.0, 10.0) == [pytest.approx(0.4)]

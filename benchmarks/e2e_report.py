@@ -124,6 +124,7 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
     sustained = [s.input_rate for s in steps if s.sustained]
     best = max(sustained) if sustained else 0.0
     chart = _chart(steps, broker)
+    verdicts = target_rows(steps, best)
     body = (
         f"Broker: {broker}; stream engine: {args.engine}. {machine_note(load)} "
         "A fresh stack (its own state directory) "
@@ -138,6 +139,8 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n"
         + "\n".join(rows)
         + f"\n\nHighest input rate sustained with flat lag: **{best:,.0f} ev/s**.\n\n"
+        "Targets (whole stack on this machine, load generator included):\n\n"
+        "| target | measured | verdict |\n|---|---|---|\n" + "\n".join(verdicts) + "\n\n"
         "Where the time goes: seconds from the marker's send to its first appearance on "
         "each hop, median / max over the markers of the step:\n\n"
         "| hop | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
@@ -172,6 +175,78 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
     )
     record(f"bench_e2e-{args.broker}", cmd, body, figures)
     console.print(f"recorded in {DOC.relative_to(DOC.parent.parent)}")
+
+
+def _p95(xs: list[float]) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _verdict(value: float, limit: float, *, at_most: bool, unit: str) -> str:
+    if math.isnan(value):
+        return "not measured in this run"
+    met = value <= limit if at_most else value >= limit
+    if met:
+        return "met"
+    gap = value - limit if at_most else limit - value
+    return f"**missed** by {gap:,.0f} {unit}"
+
+
+def target_rows(steps: list[Step], best: float) -> list[str]:
+    """One row per target of the issue this benchmark answers, computed from the steps."""
+    by_rate = {s.extra_rate: s for s in steps}
+    nan = math.nan
+
+    def p95_ms(rate: int) -> float:
+        s = by_rate.get(rate)
+        return s.pct(0.95) * 1000 if s and s.lags_s else nan
+
+    def final_ms(rate: int) -> float:
+        s = by_rate.get(rate)
+        return _p95(s.finals_wm_s) * 1000 if s and s.finals_wm_s else nan
+
+    def per_event(rate: int) -> float:
+        s = by_rate.get(rate)
+        return s.kpi_per_event if s else nan
+
+    rows = [
+        ("event → wall p95, demo alone ≤ 1,500 ms", p95_ms(0), 1500, True, "ms"),
+        ("event → wall p95 at +5,000 ev/s ≤ 2,000 ms", p95_ms(5000), 2000, True, "ms"),
+        (
+            "final record p95 ≤ 2,000 ms after the watermark, demo alone",
+            final_ms(0),
+            2000,
+            True,
+            "ms",
+        ),
+        (
+            "final record p95 ≤ 2,000 ms after the watermark, +5,000",
+            final_ms(5000),
+            2000,
+            True,
+            "ms",
+        ),
+        (
+            "sustained with flat lag ≥ 10,000 ev/s",
+            best if len(steps) > 1 else nan,
+            10000,
+            False,
+            "ev/s",
+        ),
+        ("KPI records per input event < 1 at +5,000", per_event(5000), 0.999, True, "records"),
+    ]
+    out = []
+    for label, value, limit, at_most, unit in rows:
+        shown = (
+            "-"
+            if math.isnan(value)
+            else (f"{value:.2f}" if unit == "records" else f"{value:,.0f} {unit}")
+        )
+        verdict = _verdict(value, limit, at_most=at_most, unit=unit)
+        if unit == "records" and verdict.startswith("**missed"):
+            verdict = "**missed**"
+        out.append(f"| {label} | {shown} | {verdict} |")
+    return out
 
 
 def _chart(steps: list[Step], broker: str) -> str | None:

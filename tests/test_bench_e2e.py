@@ -92,3 +92,18 @@ def test_final_latency_after_the_air_watermark_passed() -> None:
     )
     markers._final(1, value, now=3.4, wall=0.0)
     assert markers.finals_after_watermark(0.0, 10.0) == [pytest.approx(0.4)]
+
+
+def test_targets_are_judged_from_the_steps() -> None:
+    from benchmarks.e2e_report import target_rows
+
+    idle = Step(0, 210, input_rate=200, applied_rate=200, kpi_rate=640, lags_s=[0.4] * 19 + [1.2])
+    idle.finals_wm_s = [0.5, 0.9]
+    busy = Step(5000, 60, input_rate=5100, applied_rate=5100, kpi_rate=900, lags_s=[3.3] * 20)
+    rows = target_rows([idle, busy], best=5100)
+    assert rows[0] == "| event → wall p95, demo alone ≤ 1,500 ms | 400 ms | met |"
+    assert rows[1].endswith("| 3,300 ms | **missed** by 1,300 ms |")
+    assert rows[2].endswith("| 900 ms | met |")
+    assert rows[3].endswith("| - | not measured in this run |")
+    assert rows[4].endswith("| 5,100 ev/s | **missed** by 4,900 ev/s |")
+    assert rows[5].endswith("| 0.18 | met |")

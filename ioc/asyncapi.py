@@ -154,7 +154,8 @@ def _channel(spec: topics.TopicSpec, messages: dict[str, Document], doc: str) ->
     return {
         "address": spec.name,
         "title": spec.name,
-        "description": f"{doc} {spec.partitions} partition(s); the producers' default "
+        "description": f"{doc} {spec.partitions} partition{'s' * (spec.partitions > 1)}; "
+        "the producers' default "
         "partitioner (murmur2 of the key) places each record. Records carry no headers.",
         "servers": [_ref("servers", "kafka")],
         "messages": messages,

@@ -4,8 +4,8 @@ Built from the constants the parser and the server use (:mod:`ws.protocol`: the
 operations' limits and patterns, the channels, the error codes), so the AsyncAPI
 document (``ioc schemas`` → ``docs/asyncapi.yaml``) describes the frames the code accepts
 and sends. ``tests/test_asyncapi.py`` checks the client schemas against
-:func:`ws.protocol.parse_client_message` and the server schemas against the frames of a
-running push server.
+:func:`ws.protocol.parse_client_message`, ``tests/test_examples.py`` the server schemas
+against the frames of a running push server.
 
 The schemas state what a client should send: the parser also takes ``null`` for an
 optional field (as if absent), which they leave out.
@@ -18,10 +18,10 @@ from typing import Any
 
 from events.contracts import DIALECT, ID_PREFIX, Schema, record_schemas
 from ws.protocol import (
-    _ID_RE,
-    _PATTERN_RE,
     CHANNELS,
     ERROR_CODES,
+    FILTER_RE,
+    ID_RE,
     MAX_FILTER_ENTRIES,
     MAX_HISTORY_HOURS,
     MAX_HISTORY_SERIES,
@@ -30,7 +30,7 @@ from ws.protocol import (
     Role,
 )
 
-IDENT: Schema = {"type": "string", "pattern": _ID_RE.pattern}
+IDENT: Schema = {"type": "string", "pattern": ID_RE.pattern}
 TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
 SEQ: Schema = {"type": "integer", "minimum": 0}
 CHANNEL: Schema = {"enum": list(CHANNELS)}
@@ -38,7 +38,7 @@ PATTERNS: Schema = {
     "type": "array",
     "minItems": 1,
     "maxItems": MAX_FILTER_ENTRIES,
-    "items": {"type": "string", "pattern": _PATTERN_RE.pattern},
+    "items": {"type": "string", "pattern": FILTER_RE.pattern},
 }
 TIME: Schema = {"type": "string", "format": "date-time"}
 COMMANDS: list[str] = list(typing.get_args(typing.get_type_hints(Command)["command"]))

@@ -3,7 +3,7 @@
 Each record is checked against its published JSON Schema (schemas/v1/, also served by
 the ingest gateway at /schemas/v1/<name>) before it is used. Valid records are printed
 on stdout, one JSON line each; invalid ones on stderr with the schema's reasons, and
-skipped: a consumer should not stop on one bad record (they also go nowhere else).
+skipped: one bad record should not stop a downstream consumer.
 
     pip install kafka-python jsonschema rfc3339-validator
     python examples/kpi_alert_consumer.py --bootstrap 127.0.0.1:9092 --group my-team
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap_servers=args.bootstrap,
         group_id=args.group,
         # A new group reads what the topics still hold; a known group goes on from its
-        # committed offsets. ioc.alerts is compacted: reading it from the start gives
-        # the latest state of every alert (the record key is the alert_id).
+        # committed offsets. ioc.alerts is compacted (key: alert_id), so reading it from
+        # the start gives at least the latest state of every alert.
         auto_offset_reset="earliest",
     )
     for msg in consumer:

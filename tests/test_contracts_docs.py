@@ -11,15 +11,18 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from jsonschema import Draft202012Validator
 
+from events import topics
 from events.catalogue import EVENT_TYPES, EventType, FieldSpec
-from events.contracts import ID_PREFIX, all_schemas, data_schema, record_schema
+from events.contracts import DIALECT, ID_PREFIX, all_schemas, data_schema, record_schema
 from events.docs import example_event
 from events.envelope import MAX_EVENT_BYTES, decode, encode, latest_event_ms, validate
 from events.errors import InvalidEventError
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord, wire
 from events.schema import number
+from ioc.asyncapi import SCHEMA_FORMAT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "contracts.md").read_text()
@@ -250,3 +253,131 @@ def test_a_new_event_type_fails_the_old_envelope_but_not_the_per_type_schemas() 
     new_type = air(type="vn.ioc.air.sampled")
     assert not check(SCHEMAS["cloudevent.json"], new_type)
     assert check(SCHEMAS["vn.ioc.air.observed.json"], air()["data"])
+
+
+# ---- the topics and the websocket (docs/asyncapi.yaml) -------------------------------------
+
+ASYNCAPI = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+ASYNC_SECTION = DOC.split("## The topics and the websocket")[1].split("## Example consumers")[0]
+KAFKA_MESSAGES = {
+    name: message
+    for name, message in ASYNCAPI["components"]["messages"].items()
+    if not name.startswith("ws-")
+}
+
+
+def _channel(topic: str) -> dict[str, Any]:
+    [channel] = [c for c in ASYNCAPI["channels"].values() if c["address"] == topic]
+    return channel
+
+
+def _key_description(topic: str) -> str:
+    [ref] = _channel(topic)["messages"].values()
+    name = ref["$ref"].rsplit("/", 1)[1]
+    description: str = KAFKA_MESSAGES[name]["bindings"]["kafka"]["key"]["description"]
+    return description
+
+
+def test_the_document_has_the_channels_and_servers_the_doc_names() -> None:
+    assert ASYNCAPI["asyncapi"] == "3.0.0" and "AsyncAPI 3.0.0" in ASYNC_SECTION
+    assert len(topics.DOMAINS) == 10 and "each of the ten domains" in ASYNC_SECTION
+    named = set(re.findall(r"`(ioc\.[a-z.]+)`", ASYNC_SECTION.split("<!-- keys")[0]))
+    assert named == {topics.KPI, topics.ALERTS, topics.ALERT_COMMANDS, topics.DEADLETTER}
+    addresses = {c["address"] for c in ASYNCAPI["channels"].values()}
+    assert addresses == {spec.name for spec in topics.CONTRACT_TOPICS} | {"/ws"}
+    push = ASYNCAPI["channels"]["push"]
+    assert push["address"] == "/ws" and push["servers"] == [{"$ref": "#/servers/push"}]
+    for spec in topics.CONTRACT_TOPICS:
+        assert _channel(spec.name)["servers"] == [{"$ref": "#/servers/kafka"}]
+        configs = _channel(spec.name)["bindings"]["kafka"]["topicConfiguration"]
+        assert set(configs) <= {"cleanup.policy", "retention.ms", "retention.bytes"}
+
+
+def _key_table() -> list[tuple[str, str, str]]:
+    block = DOC.split("<!-- keys:")[1].split("<!-- /keys -->")[0]
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]+) \| (.+) \|$", block, re.MULTILINE)
+    return [(topic, parts.strip(), key.replace("\\|", "|")) for topic, parts, key in rows]
+
+
+def test_the_key_and_partition_table() -> None:
+    rows = _key_table()
+    assert [topic for topic, _, _ in rows] == [
+        "ioc.events.<domain>", topics.KPI, topics.ALERTS, topics.ALERT_COMMANDS,
+        topics.DEADLETTER,
+    ]  # fmt: skip
+    specs = {spec.name: spec for spec in topics.CONTRACT_TOPICS}
+    for topic, parts, key in rows:
+        if topic == "ioc.events.<domain>":
+            assert {specs[topics.events_topic(d)].partitions for d in topics.DOMAINS} == {
+                int(parts)
+            }
+            for name, et in EVENT_TYPES.items():
+                description = KAFKA_MESSAGES[name]["bindings"]["kafka"]["key"]["description"]
+                assert description.startswith(f"data.{et.key_field} of the event")
+            assert EVENT_TYPES["vn.ioc.air.observed"].key_field == "station_id"
+            assert "`data.station_id` for `vn.ioc.air.observed`" in key
+            continue
+        count, _, compacted = parts.partition(", ")
+        assert specs[topic].partitions == int(count)
+        assert specs[topic].compacted is (compacted == "compacted")
+        assert _channel(topic)["bindings"]["kafka"]["partitions"] == int(count)
+        assert key.strip("`") in _key_description(topic)
+
+
+def test_no_message_declares_headers_and_no_producer_sets_any() -> None:
+    assert "no producer sets Kafka record headers" in ASYNC_SECTION
+    assert all("headers" not in m for m in KAFKA_MESSAGES.values())
+    sources = [p for pkg in ("events", "ingest", "streams", "storage", "ws", "simulators")
+               for p in (ROOT / pkg).rglob("*.py")]  # fmt: skip
+    sends = re.compile(r"\.send(?:_and_wait|_batch)?\((?:[^()]|\([^()]*\))*headers\s*=")
+    assert [str(p) for p in sources if sends.search(p.read_text())] == []
+
+
+def test_the_payloads_are_the_schemas_embedded_with_the_2020_12_format() -> None:
+    assert f"`schemaFormat: {SCHEMA_FORMAT}`" in ASYNC_SECTION
+    components = ASYNCAPI["components"]["schemas"]
+    named = re.findall(r"`([a-z-]+\.json)`", ASYNC_SECTION.split("**Payloads**")[1][:400])
+    assert set(named) == {"cloudevent.json", "kpi-window.json", "alert.json",
+                          "alert-command.json", "dead-letter.json"}  # fmt: skip
+    embedded = [c["schema"] for c in components.values()]
+    for name in named:
+        assert SCHEMAS[name] in embedded, name
+    assert {c["schemaFormat"] for c in components.values()} == {SCHEMA_FORMAT}
+    assert all(s["$schema"] == DIALECT for s in embedded)
+
+
+def test_the_websocket_frames_named_are_the_channel_messages() -> None:
+    websocket = ASYNC_SECTION.split("**The websocket**")[1].split("**Validated**")[0]
+    client = set(re.findall(r"`([a-z_]+)`", websocket.split("every server frame")[0]))
+    server = set(re.findall(r"`([a-z_]+)`", websocket.split("every server frame")[1]))
+    client -= {"push"}
+    messages = ASYNCAPI["channels"]["push"]["messages"]
+    assert {m.removeprefix("ws-client-") for m in messages if "client" in m} == client
+    assert {m.removeprefix("ws-server-") for m in messages if "server" in m} == server
+    protocol = (ROOT / "docs" / "ws-protocol.md").read_text()
+    assert all(f"`{op}`" in protocol for op in client)
+    assert all(re.search(f'"type": ?"{t}"', protocol) for t in server)
+
+
+def test_the_vendored_asyncapi_schema_is_the_one_named() -> None:
+    validated = ASYNC_SECTION.split("**Validated**")[1]
+    vendored = ROOT / "schemas" / "vendor" / "asyncapi-3.0.0.json"
+    assert "`schemas/vendor/asyncapi-3.0.0.json`" in validated
+    assert orjson.loads(vendored.read_bytes())["$id"].endswith("/3.0.0/asyncapi.json")
+    notes = (ROOT / "schemas" / "vendor" / "README.md").read_text()
+    assert "`@asyncapi/specs` 6.11.1" in validated and "`@asyncapi/specs` 6.11.1" in notes
+    assert (
+        (ROOT / "schemas" / "vendor" / "LICENSE-asyncapi-specs").read_text().count("Apache License")
+    )
+    assert "tests/test_asyncapi.py" in validated and (ROOT / "tests/test_asyncapi.py").is_file()
+
+
+def test_the_examples_named_exist_are_short_and_are_run_by_a_test() -> None:
+    section = DOC.split("## Example consumers (`examples/`)")[1]
+    named = re.findall(r"`(examples/[a-z_]+\.py)`", section)
+    assert sorted(named) == ["examples/kpi_alert_consumer.py", "examples/ws_consumer.py"]
+    runner = (ROOT / "tests" / "test_examples.py").read_text()
+    for path in named:
+        assert len((ROOT / path).read_text().splitlines()) < 100, path
+        assert f'"{Path(path).name}"' in runner, path
+    assert (ROOT / "examples" / "README.md").is_file()

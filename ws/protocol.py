@@ -49,8 +49,10 @@ CLOSE_AUTH_TIMEOUT: Final = 4002
 CLOSE_SLOW_CLIENT: Final = 4008
 CLOSE_SERVER_SHUTDOWN: Final = 1001
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-_PATTERN_RE = re.compile(r"^[A-Za-z0-9_.:\-*]{1,128}$")
+# Ids (sub, kpi and scope of history, epoch, request ids) and filter patterns; public
+# because ws/frames.py states them in the AsyncAPI document.
+ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+FILTER_RE = re.compile(r"^[A-Za-z0-9_.:\-*]{1,128}$")
 MAX_FILTER_ENTRIES: Final = 200
 MAX_HISTORY_SERIES: Final = 16
 MAX_HISTORY_HOURS: Final = 24.0
@@ -124,8 +126,8 @@ def _str(obj: Mapping[str, Any], name: str, *, required: bool = True) -> str | N
 
 def _ident(obj: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
     value = _str(obj, name, required=required)
-    if value is not None and not _ID_RE.match(value):
-        raise ProtocolError("bad_field", f"'{name}' must match {_ID_RE.pattern}")
+    if value is not None and not ID_RE.match(value):
+        raise ProtocolError("bad_field", f"'{name}' must match {ID_RE.pattern}")
     return value
 
 
@@ -138,7 +140,7 @@ def _patterns(obj: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
             "bad_field", f"'{name}' must be a non-empty list of ≤{MAX_FILTER_ENTRIES} strings"
         )
     for item in value:
-        if not isinstance(item, str) or not _PATTERN_RE.match(item):
+        if not isinstance(item, str) or not FILTER_RE.match(item):
             raise ProtocolError("bad_field", f"'{name}' entry {item!r} is not a valid pattern")
     return tuple(value)
 

@@ -22,9 +22,14 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         on_revoked: Callable[[set[TopicPartition]], Awaitable[None]],
         on_assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+        consumer: AIOKafkaConsumer | None = None,
     ) -> None:
         self._revoked = on_revoked
         self._assigned = on_assigned
+        # Paused while their state is restored: the stage loop polls concurrently, and
+        # every record it got meanwhile would be parsed, refused and fetched again (a
+        # whole fetch round, ~100k records, at a worker's start).
+        self._consumer = consumer
         # aiokafka logs and swallows a listener's exception and goes on consuming; a stage
         # must not run partitions whose state it could not restore, so its loop re-raises.
         self.failure: BaseException | None = None
@@ -33,11 +38,19 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        tps = set(assigned)
+        if self._consumer is not None:
+            self._consumer.pause(*tps)
         try:
-            await self._assigned(set(assigned))
+            await self._assigned(tps)
         except Exception as exc:
             log.error("restore.failed", error=str(exc))
             self.failure = exc
+        finally:
+            if self._consumer is not None:
+                # (a partition revoked meanwhile is no longer ours to resume)
+                with contextlib.suppress(Exception):
+                    self._consumer.resume(*(tp for tp in tps if tp in self._consumer.assignment()))
 
     def check(self) -> None:
         if self.failure is not None:

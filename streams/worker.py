@@ -207,7 +207,7 @@ class EventStage:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        listener = RebalanceListener(self._revoke, self._restore)
+        listener = RebalanceListener(self._revoke, self._restore, self.consumer)
         self.consumer.subscribe([s.events_topic_prefix + d for d in DOMAINS], listener=listener)
         await self.consumer.start()
         next_publish = next_checkpoint = time.monotonic()
@@ -369,7 +369,7 @@ class MergeStage:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        listener = RebalanceListener(self._revoke, self._restore)
+        listener = RebalanceListener(self._revoke, self._restore, self.consumer)
         self.consumer.subscribe([s.partials_topic], listener=listener)
         await self.consumer.start()
         next_flush = next_checkpoint = time.monotonic()

@@ -53,7 +53,7 @@ class Decoded(NamedTuple):
     time: datetime  # aware, UTC
     time_ms: int  # epoch milliseconds of ``time``
     district: str
-    data: dict[str, Any]
+    data: dict[str, Any]  # every declared field; None where an optional one is absent
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -93,11 +93,25 @@ def _field_type(f: FieldSpec) -> Any:
 
 
 PayloadDecoder = Callable[[bytes], dict[str, Any]]
-_UNSET = msgspec.UNSET
+_asdict = msgspec.structs.asdict
 
 
-def _payload_decoder(et: EventType) -> PayloadDecoder:
+def _payload_struct(et: EventType) -> type[msgspec.Struct] | None:
+    """The payload schema of ``et``; None for the types checked by Python rules."""
     if et.type in _HOOKS or any(f.kind == "time" for f in et.fields):
+        return None
+    # Required fields first (a struct's fields with defaults must come last); an
+    # undeclared field is refused (to the slow path) for the same reason as above.
+    # An absent optional field is None in the payload dict (JSON null stays refused):
+    # every reader of a payload takes ``data.get(name)``, for which both are the same.
+    fields = [(f.name, _field_type(f)) for f in et.fields if f.required] + [
+        (f.name, _field_type(f), None) for f in et.fields if not f.required
+    ]
+    return msgspec.defstruct(f"Payload_{et.domain}_{et.name}", fields, forbid_unknown_fields=True)
+
+
+def _payload_decoder(et: EventType, schema: type[msgspec.Struct] | None) -> PayloadDecoder:
+    if schema is None:
         # Payload times and cross-field rules: parsed and checked as ``decode`` does.
         check = PAYLOAD_VALIDATORS[et.type]
 
@@ -109,29 +123,60 @@ def _payload_decoder(et: EventType) -> PayloadDecoder:
             return data
 
         return checked
-    # Required fields first (a struct's fields with defaults must come last); an
-    # undeclared field is refused (to the slow path) for the same reason as above.
-    fields = [(f.name, _field_type(f)) for f in et.fields if f.required] + [
-        (f.name, _field_type(f) | msgspec.UnsetType, _UNSET) for f in et.fields if not f.required
-    ]
-    schema = msgspec.defstruct(f"Payload_{et.domain}_{et.name}", fields, forbid_unknown_fields=True)
     parse = msgspec.json.Decoder(schema).decode
-    asdict = msgspec.structs.asdict
+    return lambda raw: _asdict(parse(raw))
 
-    def payload(raw: bytes) -> dict[str, Any]:
-        return {k: v for k, v in asdict(parse(raw)).items() if v is not _UNSET}
 
-    return payload
+def _one_pass(et: EventType, schema: type[msgspec.Struct]) -> msgspec.json.Decoder[Any]:
+    """Envelope and payload of ``et`` in one parse (what most records are)."""
+    envelope = msgspec.defstruct(
+        f"Event_{et.domain}_{et.name}",
+        [
+            ("specversion", Literal["1.0"]),
+            ("id", _NonEmpty),
+            ("source", _NonEmpty),
+            ("type", Literal[et.type]),
+            ("time", str),
+            ("data", schema),
+            ("datacontenttype", Literal["application/json"] | None, None),
+        ],
+        forbid_unknown_fields=True,
+    )
+    return msgspec.json.Decoder(envelope)
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
-_PAYLOADS: dict[str, PayloadDecoder] = {t: _payload_decoder(et) for t, et in EVENT_TYPES.items()}
+_SCHEMAS = {t: _payload_struct(et) for t, et in EVENT_TYPES.items()}
+_PAYLOADS: dict[str, PayloadDecoder] = {
+    t: _payload_decoder(et, _SCHEMAS[t]) for t, et in EVENT_TYPES.items()
+}
+_ONE_PASS = {t: _one_pass(et, schema) for t, et in EVENT_TYPES.items() if (schema := _SCHEMAS[t])}
+# The one-pass decoder tried first: that of the type decoded last (a source topic
+# carries one event type, or mostly one).
+_last = [next(iter(_ONE_PASS.values()))]
 _fromisoformat = datetime.fromisoformat
+_new_decoded = tuple.__new__
 
 
 def _slow(raw: bytes, latest_ms: int | None) -> Decoded:
     ev = decode(raw, latest_ms)  # raises the exact InvalidEventError
     return Decoded(ev.id, ev.source, ev.type, ev.time, ev.time_ms, ev.district, ev.data)
+
+
+def _parse(raw: bytes) -> tuple[Any, dict[str, Any]]:
+    """The envelope struct and the payload dict, or an exception."""
+    try:
+        env = _last[0].decode(raw)
+        return env, _asdict(env.data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass  # another type, or a bad record: the general path tells
+    env = _ENVELOPE.decode(raw)
+    one = _ONE_PASS.get(env.type)
+    if one is None:
+        return env, _PAYLOADS[env.type](env.data)
+    env = one.decode(raw)
+    _last[0] = one
+    return env, _asdict(env.data)
 
 
 def decode_fast(raw: bytes, latest_ms: int | None = None) -> Decoded:
@@ -140,8 +185,7 @@ def decode_fast(raw: bytes, latest_ms: int | None = None) -> Decoded:
     if len(raw) > MAX_EVENT_BYTES:
         return _slow(raw, latest_ms)
     try:
-        env = _ENVELOPE.decode(raw)
-        data = _PAYLOADS[env.type](env.data)
+        env, data = _parse(raw)
         ts = _fromisoformat(env.time)
         tz = ts.tzinfo
         if tz is not UTC:
@@ -152,7 +196,9 @@ def decode_fast(raw: bytes, latest_ms: int | None = None) -> Decoded:
         time_ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
         if not 0 <= time_ms < _MAX_EVENT_MS or (latest_ms is not None and time_ms > latest_ms):
             raise ValueError("out of range")
-        return Decoded(env.id, env.source, env.type, ts, time_ms, data["district"], data)
+        return _new_decoded(
+            Decoded, (env.id, env.source, env.type, ts, time_ms, data["district"], data)
+        )
     except Exception:
         # Refused, or not what the fast path handles: the slow path decides, with the
         # reason and detail of ``decode``.

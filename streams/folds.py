@@ -58,6 +58,21 @@ class Group:
             values = self._cols[name] = self._pick(self.batch.col(name))
         return values
 
+    def present(self, name: str) -> tuple[Sequence[Any], Sequence[int]]:
+        """The group's values of ``name`` where present (not None), with their times."""
+        values = self.col(name)
+        if name in self.batch.full:
+            return values, self.times
+        kept = [(v, t) for v, t in zip(values, self.times, strict=True) if v is not None]
+        return [v for v, _ in kept], [t for _, t in kept]
+
+    def values(self, name: str) -> Sequence[Any]:
+        """The group's values of ``name`` where present (not None)."""
+        values = self.col(name)
+        if name in self.batch.full:
+            return values
+        return [v for v in values if v is not None]
+
     @property
     def times(self) -> Sequence[int]:
         return self.col(_TIMES)
@@ -79,12 +94,14 @@ _ROWS = "\x00rows"
 class Batch:
     """Valid, on-time events of one type, in offset order: payloads and event times."""
 
-    __slots__ = ("_cols", "rows", "times")
+    __slots__ = ("_cols", "full", "rows", "times")
 
     def __init__(self, rows: list[Row], times: list[int]) -> None:
         self.rows = rows
         self.times = times
         self._cols: dict[str, Sequence[Any]] = {_TIMES: times, _ROWS: rows}
+        # the columns without a None (looked for once per batch, not once per group)
+        self.full: set[str] = {_TIMES, _ROWS}
 
     def col(self, name: str) -> Sequence[Any]:
         values = self._cols.get(name)
@@ -94,22 +111,12 @@ class Batch:
             except KeyError:
                 values = [row.get(name) for row in self.rows]
             self._cols[name] = values
+            if None not in values:
+                self.full.add(name)
         return values
 
 
 Fold = Callable[[Partial, Group], None]
-
-
-def _present(values: Sequence[Any], times: Sequence[int]) -> tuple[Sequence[Any], Sequence[int]]:
-    """``values`` without the Nones (absent optional fields), with their times."""
-    if None not in values:
-        return values, times
-    kept = [(v, t) for v, t in zip(values, times, strict=True) if v is not None]
-    return [v for v, _ in kept], [t for _, t in kept]
-
-
-def _without_none(values: Sequence[Any]) -> Sequence[Any]:
-    return values if None not in values else [v for v in values if v is not None]
 
 
 def add_values(p: Partial, values: Sequence[Any], times: Sequence[int]) -> None:
@@ -135,7 +142,7 @@ def add_values(p: Partial, values: Sequence[Any], times: Sequence[int]) -> None:
 
 def value_fold(field: str) -> Fold:
     def fold(p: Partial, g: Group) -> None:
-        values, times = _present(g.col(field), g.times)
+        values, times = g.present(field)
         add_values(p, values, times)
 
     return fold
@@ -144,7 +151,7 @@ def value_fold(field: str) -> Fold:
 def sample_fold(field: str) -> Fold:
     def fold(p: Partial, g: Group) -> None:
         # DDSketch has no batch add; the sketch sums its values in order like this.
-        for v, t in zip(*_present(g.col(field), g.times), strict=True):
+        for v, t in zip(*g.present(field), strict=True):
             p.add_sample(v, t)
 
     return fold
@@ -165,7 +172,7 @@ def rate_fold(numerator: Callable[[Row], bool]) -> Fold:
 def ratio_fold(field: str, denominator: str) -> Fold:
     def fold(p: Partial, g: Group) -> None:
         values, dens = g.col(field), g.col(denominator)
-        if None in values or None in dens:
+        if field not in g.batch.full or denominator not in g.batch.full:
             both = [
                 (v, d, t)
                 for v, d, t in zip(values, dens, g.times, strict=True)
@@ -186,7 +193,7 @@ def aqi_fold(p: Partial, g: Group) -> None:
     pol = p.pol
     if pol is None:
         pol = p.pol = {}
-    columns = {name: _without_none(g.col(name)) for name in POLLUTANTS}
+    columns = {name: g.values(name) for name in POLLUTANTS}
     new = [name for name, vs in columns.items() if vs and name not in pol]
     if new:
         # New cells in the order the rows first name them (the order one by one).

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from events.records import DeadLetter
 from streams.aggregator import COMPONENT
@@ -55,6 +56,30 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
     def check(self) -> None:
         if self.failure is not None:
             raise self.failure
+
+
+class CachedPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, as the Java client), with the
+    partition of each key remembered: murmur2 is pure Python in aiokafka, and the worker
+    sends the same few keys over and over (a pane's "kpi|scope", a window's record).
+    The same partitions as the default, so records of a key stay in one partition."""
+
+    MAX_KEYS = 100_000  # then forget all: the keys of old windows are not sent again
+
+    def __init__(self) -> None:
+        self._default = DefaultPartitioner()
+        self._known: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        cache_key = (key, len(all_partitions))
+        partition = self._known.get(cache_key)
+        if partition is None or partition not in all_partitions:
+            if len(self._known) >= self.MAX_KEYS:
+                self._known.clear()
+            partition = self._known[cache_key] = int(self._default(key, all_partitions, available))
+        return partition
 
 
 def refetch(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:

@@ -39,7 +39,13 @@ from events.brokers import producer_options
 from events.errors import describe_exception
 from events.records import DeadLetter
 from events.topics import DOMAINS
-from streams.adapters import RebalanceListener, refetch, stage_consumer, window_failure
+from streams.adapters import (
+    CachedPartitioner,
+    RebalanceListener,
+    refetch,
+    stage_consumer,
+    window_failure,
+)
 from streams.aggregator import COMPONENT, PartitionAggregator
 from streams.checkpoint import Checkpoint, OffsetTracker, run_checkpoint
 from streams.kpis import KpiIndex
@@ -417,6 +423,7 @@ class Worker:
             **producer_options(settings.bootstrap_servers),
             linger_ms=5,
             max_batch_size=1024 * 1024,
+            partitioner=CachedPartitioner(),
             max_request_size=8 * 1024 * 1024,
         )
         self.events = EventStage(settings, self.index, self.producer, self.metrics)

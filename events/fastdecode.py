@@ -163,29 +163,25 @@ def _slow(raw: bytes, latest_ms: int | None) -> Decoded:
     return Decoded(ev.id, ev.source, ev.type, ev.time, ev.time_ms, ev.district, ev.data)
 
 
-def _parse(raw: bytes) -> tuple[Any, dict[str, Any]]:
-    """The envelope struct and the payload dict, or an exception."""
-    try:
-        env = _last[0].decode(raw)
-        return env, _asdict(env.data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        pass  # another type, or a bad record: the general path tells
-    env = _ENVELOPE.decode(raw)
-    one = _ONE_PASS.get(env.type)
-    if one is None:
-        return env, _PAYLOADS[env.type](env.data)
-    env = one.decode(raw)
-    _last[0] = one
-    return env, _asdict(env.data)
-
-
 def decode_fast(raw: bytes, latest_ms: int | None = None) -> Decoded:
     """Parse and validate one CloudEvent; raises ``InvalidEventError(reason, detail)``
     exactly as :func:`events.envelope.decode` does."""
     if len(raw) > MAX_EVENT_BYTES:
         return _slow(raw, latest_ms)
     try:
-        env, data = _parse(raw)
+        try:  # (inline, not a helper: this runs once per event)
+            env = _last[0].decode(raw)
+            data = _asdict(env.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            # another type, or a bad record: the general path tells
+            env = _ENVELOPE.decode(raw)
+            one = _ONE_PASS.get(env.type)
+            if one is None:
+                data = _PAYLOADS[env.type](env.data)
+            else:
+                env = one.decode(raw)
+                _last[0] = one
+                data = _asdict(env.data)
         ts = _fromisoformat(env.time)
         tz = ts.tzinfo
         if tz is not UTC:

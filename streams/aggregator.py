@@ -156,6 +156,7 @@ class PartitionAggregator:
         applied = self.applied
         poison = self._poison
         processed = self.processed
+        quarantine = self.quarantine
         valid: list[tuple[SourceRecord, bytes, Decoded]] = []
         for rec in records:
             offset = rec.offset
@@ -170,7 +171,7 @@ class PartitionAggregator:
                 self._base_offset = offset
             applied = self.applied = offset
             raw = rec.value if rec.value is not None else b""
-            why = self.quarantine.get(offset)
+            why = quarantine.get(offset) if quarantine else None
             if why is not None:
                 dead.append(self._dead_letter(rec, raw, "processing_error", why))
                 continue

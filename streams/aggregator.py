@@ -138,6 +138,7 @@ class PartitionAggregator:
         self.too_late = 0
         self.rollbacks = 0
         self.duplicates = 0
+        self.fold_fallbacks = 0  # batches applied event by event (their folding raised)
 
     # -- hot path ---------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class PartitionAggregator:
         # The whole batch at once (streams.folds); if that raises, nothing of it was
         # applied, and event by event finds the record that raises and rolls back.
         if not self._fold_batch(fresh, dead):
+            self.fold_fallbacks += 1
             for rec, raw, ev in fresh:
                 try:
                     late = self._apply(ev)

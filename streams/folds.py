@@ -44,11 +44,14 @@ class Group:
         self.batch = batch
         self.positions = positions
         self.n = len(positions)
-        if self.n == 1:
-            only = positions[0]
-            self._pick: Callable[[Sequence[Any]], Sequence[Any]] = lambda seq: (seq[only],)
-        else:
+        self._pick: Callable[[Sequence[Any]], Sequence[Any]]
+        if self.n > 1:
             self._pick = itemgetter(*positions)
+        elif self.n == 1:
+            only = positions[0]
+            self._pick = lambda seq: (seq[only],)
+        else:  # (a where filter that keeps none of the group)
+            self._pick = lambda seq: ()
         self._cols: dict[str, Sequence[Any]] = {}
 
     def col(self, name: str) -> Sequence[Any]:

@@ -118,3 +118,24 @@ def test_the_aggregator_batch_path_equals_its_event_by_event_path(
         )
 
     assert changes(batched) == changes(one)
+
+
+def test_a_batch_of_every_event_type_folds_as_a_batch() -> None:
+    """No catalogue type needs the event-by-event path (which is for records that raise):
+    every KPI has a batch fold that takes its events, filtered or not."""
+    agg = PartitionAggregator("ioc.events.x", 0, INDEX, CFG)
+    folded: list[bool] = []
+    fold_batch = agg._fold_batch
+
+    def spy(fresh: Any, dead: Any) -> bool:
+        folded.append(fold_batch(fresh, dead))
+        return folded[-1]
+
+    agg._fold_batch = spy  # type: ignore[method-assign]
+    log = [
+        Rec(i, raw_event(t, T0 + i, f"e{i}", district=d))
+        for i, (t, d) in enumerate((t, d) for t in sorted(EVENT_TYPES) for d in ("HD", "NS"))
+    ]
+    assert agg.process(log, NOW_S) == []
+    assert folded == [True]
+    assert agg.processed == len(log) and agg.fold_fallbacks == 0

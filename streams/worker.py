@@ -185,6 +185,7 @@ class EventStage:
             return False
         metrics = self.metrics
         before, skipped, duplicates = agg.processed, agg.skipped, agg.duplicates
+        fallbacks = agg.fold_fallbacks
         for dl in agg.process(records):
             metrics.dead_letters.labels(dl.reason).inc()
             self.pending.append(
@@ -193,6 +194,7 @@ class EventStage:
         metrics.events.inc(agg.processed - before)
         metrics.replayed.inc(agg.skipped - skipped)
         metrics.duplicates.inc(agg.duplicates - duplicates)
+        metrics.fold_fallbacks.inc(agg.fold_fallbacks - fallbacks)
         # After a rollback this moves back: no checkpoint covers what is fetched again.
         if agg.applied >= 0:
             self.tracker.advance(tp, agg.applied + 1)

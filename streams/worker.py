@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -442,6 +443,12 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        # What exists now (modules, catalogue, settings) lives as long as the process:
+        # out of the collector's sight. Each full collection otherwise walked all of it
+        # again while the hot path allocates its per-batch dicts and tuples; freezing cut
+        # the worker's CPU per event by about a quarter in bench_streams.
+        gc.collect()
+        gc.freeze()
         await ensure_topics(s)
         await self.producer.start()
         runner = None

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from events.records import DeadLetter
 from streams.aggregator import COMPONENT
@@ -22,9 +23,14 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         on_revoked: Callable[[set[TopicPartition]], Awaitable[None]],
         on_assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+        consumer: AIOKafkaConsumer | None = None,
     ) -> None:
         self._revoked = on_revoked
         self._assigned = on_assigned
+        # Paused while their state is restored: the stage loop polls concurrently, and
+        # every record it got meanwhile would be parsed, refused and fetched again (a
+        # whole fetch round, ~100k records, at a worker's start).
+        self._consumer = consumer
         # aiokafka logs and swallows a listener's exception and goes on consuming; a stage
         # must not run partitions whose state it could not restore, so its loop re-raises.
         self.failure: BaseException | None = None
@@ -33,15 +39,47 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        tps = set(assigned)
+        if self._consumer is not None:
+            self._consumer.pause(*tps)
         try:
-            await self._assigned(set(assigned))
+            await self._assigned(tps)
         except Exception as exc:
             log.error("restore.failed", error=str(exc))
             self.failure = exc
+        finally:
+            if self._consumer is not None:
+                # (a partition revoked meanwhile is no longer ours to resume)
+                with contextlib.suppress(Exception):
+                    self._consumer.resume(*(tp for tp in tps if tp in self._consumer.assignment()))
 
     def check(self) -> None:
         if self.failure is not None:
             raise self.failure
+
+
+class CachedPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, as the Java client), with the
+    partition of each key remembered: murmur2 is pure Python in aiokafka, and the worker
+    sends the same few keys over and over (a pane's "kpi|scope", a window's record).
+    The same partitions as the default, so records of a key stay in one partition."""
+
+    MAX_KEYS = 100_000  # then forget all: the keys of old windows are not sent again
+
+    def __init__(self) -> None:
+        self._default = DefaultPartitioner()
+        self._known: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        cache_key = (key, len(all_partitions))
+        partition = self._known.get(cache_key)
+        if partition is None or partition not in all_partitions:
+            if len(self._known) >= self.MAX_KEYS:
+                self._known.clear()
+            partition = self._known[cache_key] = int(self._default(key, all_partitions, available))
+        return partition
 
 
 def refetch(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:

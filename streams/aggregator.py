@@ -26,16 +26,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any, Protocol
 
 import orjson
 
-from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, Event, decode, latest_event_ms
+from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, Event, latest_event_ms
 from events.errors import InvalidEventError
 from events.errors import describe_exception as _describe
+from events.fastdecode import Decoded, decode_fast
 from events.records import DeadLetter
 from streams.dedup import IdentityIndex, fingerprints, identity
-from streams.kpis import KpiIndex
+from streams.folds import Batch, Fold, Group, clone, keeper, positions
+from streams.kpis import CompiledKpi, KpiIndex
 from streams.partials import Partial
 from streams.windows import Watermark
 
@@ -114,6 +117,8 @@ class PartitionAggregator:
         self.panes: dict[PaneKey, Partial] = {}
         self._dirty: set[PaneKey] = set()
         self.seen = IdentityIndex()  # identities applied, by pane (streams.dedup)
+        # event type -> its KPIs and their batch folds (KpiIndex.folds_for)
+        self._plans: dict[str, tuple[tuple[CompiledKpi, Fold], ...]] = {}
         # offset -> why: records that raised while being applied; skipped on replay
         self.quarantine: dict[int, str] = {}
         # What a rollback returns to: the last snapshot known durable (None: the empty
@@ -133,6 +138,7 @@ class PartitionAggregator:
         self.too_late = 0
         self.rollbacks = 0
         self.duplicates = 0
+        self.fold_fallbacks = 0  # batches applied event by event (their folding raised)
 
     # -- hot path ---------------------------------------------------------------------
 
@@ -151,7 +157,8 @@ class PartitionAggregator:
         applied = self.applied
         poison = self._poison
         processed = self.processed
-        valid: list[tuple[SourceRecord, bytes, Event]] = []
+        quarantine = self.quarantine
+        valid: list[tuple[SourceRecord, bytes, Decoded]] = []
         for rec in records:
             offset = rec.offset
             if poison is not None:
@@ -165,12 +172,12 @@ class PartitionAggregator:
                 self._base_offset = offset
             applied = self.applied = offset
             raw = rec.value if rec.value is not None else b""
-            why = self.quarantine.get(offset)
+            why = quarantine.get(offset) if quarantine else None
             if why is not None:
                 dead.append(self._dead_letter(rec, raw, "processing_error", why))
                 continue
             try:
-                ev = decode(raw, latest)
+                ev = decode_fast(raw, latest)
             except InvalidEventError as exc:
                 dead.append(self._dead_letter(rec, raw, exc.reason, exc.detail))
                 continue
@@ -188,32 +195,120 @@ class PartitionAggregator:
             [ev.time_ms - ev.time_ms % pane_ms for _, _, ev in valid],
             fingerprints([identity(ev.source, ev.id) for _, _, ev in valid]),
         ).tolist()
-        for (rec, raw, ev), new in zip(valid, first, strict=True):
-            if not new:
-                self.duplicates += 1
-                continue
-            try:
-                late = self._apply(ev)
-            except Exception as exc:
-                self._roll_back(rec.offset, _describe(exc))
-                break
-            if late is not None:
-                dead.append(self._dead_letter(rec, raw, "too_late", late))
+        fresh = [v for v, new in zip(valid, first, strict=True) if new]
+        self.duplicates += len(valid) - len(fresh)
+        # The whole batch at once (streams.folds); if that raises, nothing of it was
+        # applied, and event by event finds the record that raises and rolls back.
+        if not self._fold_batch(fresh, dead):
+            self.fold_fallbacks += 1
+            for rec, raw, ev in fresh:
+                try:
+                    late = self._apply(ev)
+                except Exception as exc:
+                    self._roll_back(rec.offset, _describe(exc))
+                    break
+                if late is not None:
+                    dead.append(self._dead_letter(rec, raw, "too_late", late))
         self.dead += len(dead)
         if self.processed != processed:
             self.watermark.touch()
         return dead
 
-    def _apply(self, ev: Event) -> str | None:
+    def _fold_batch(
+        self, fresh: list[tuple[SourceRecord, bytes, Decoded]], dead: list[DeadLetter]
+    ) -> bool:
+        """Apply ``fresh`` (valid, first of their identity) as :meth:`_apply` would one by
+        one; False, with nothing applied, if folding raises."""
+        wmark = self.watermark
+        front = wmark.max_event_ms
+        behind = wmark.lateness_ms + wmark.grace_ms
+        clock = self._clock_ms
+        late: list[tuple[SourceRecord, bytes, Decoded, int]] = []
+        by_type: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
+        for rec, raw, ev in fresh:
+            t_ms = ev.time_ms
+            if front is not None and t_ms < front - behind:
+                late.append((rec, raw, ev, front))
+                continue
+            seen = clock if clock is not None and t_ms > clock else t_ms
+            if front is None or seen > front:
+                front = seen
+            cols = by_type.get(ev.type)
+            if cols is None:
+                cols = by_type[ev.type] = ([], [])
+            cols[0].append(ev.data)
+            cols[1].append(t_ms)
+        staged: dict[PaneKey, Partial] = {}
+        try:
+            for event_type, (rows, times) in by_type.items():
+                self._fold_type(event_type, Batch(rows, times), staged)
+        except Exception:
+            return False
+        # Commit: nothing below raises.
+        self.panes.update(staged)
+        self._dirty.update(staged)
+        wmark.max_event_ms = front
+        self.processed += len(fresh) - len(late)
+        for rec, raw, ev, at in late:
+            self._count_late(ev.district, at)
+            dead.append(self._dead_letter(rec, raw, "too_late", _late_detail(ev)))
+        return True
+
+    def _fold_type(self, event_type: str, batch: Batch, staged: dict[PaneKey, Partial]) -> None:
+        plan = self._plans.get(event_type)
+        if plan is None:
+            plan = self._plans[event_type] = self.index.folds_for(event_type)
+        if not plan:
+            return
+        pane_ms = self.config.pane_ms
+        kinds = {kind for ck, _ in plan for kind in ck.scopes}
+        panes_of = [t_ms - t_ms % pane_ms for t_ms in batch.times]
+        # Events by (pane, district, station): one dict operation per event; the groups
+        # of each scope are unions of these, put back in offset order by sorted() (C).
+        districts = batch.col("district") if "district" in kinds else repeat("")
+        stations: Iterable[str] = repeat("")
+        if "station" in kinds:
+            stations = map(str, batch.col(self.index.key_field[event_type]))
+        # (strict=False: the scopes not asked for are endless repeats of "")
+        finest = positions(zip(panes_of, districts, stations, strict=False))
+        unions: dict[tuple[str, int], list[list[int]]] = {}
+        for (pane, district, station), at in finest.items():
+            if "city" in kinds:
+                unions.setdefault(("city", pane), []).append(at)
+            if "district" in kinds:
+                unions.setdefault(("district:" + district, pane), []).append(at)
+            if "station" in kinds:
+                unions.setdefault(("station:" + station, pane), []).append(at)
+        groups = {
+            key: Group(batch, parts[0] if len(parts) == 1 else sorted(chain(*parts)))
+            for key, parts in unions.items()
+        }
+        panes = self.panes
+        for ck, fold in plan:
+            keep = keeper(ck.where)
+            for (scope, pane), group in groups.items():
+                if scope.partition(":")[0] not in ck.scopes:
+                    continue
+                g = group if keep is None else group.where(keep)
+                if not g.n:
+                    continue
+                key = (ck.id, scope, pane)
+                p = staged.get(key)
+                if p is None:
+                    old = panes.get(key)
+                    p = staged[key] = Partial() if old is None else clone(old)
+                fold(p, g)
+
+    def _apply(self, ev: Event | Decoded) -> str | None:
         """Fold one valid event into its panes; the reason it is too late, else None."""
         t_ms = ev.time_ms
         wmark = self.watermark
         if wmark.too_late(t_ms):
-            self._count_late(ev.district)
-            return (
-                f"event time {ev.time.isoformat()} is behind "
-                f"the watermark by more than the allowed lateness"
-            )
+            if wmark.max_event_ms is not None:
+                self._count_late(ev.district, wmark.max_event_ms)
+            else:
+                self.too_late += 1
+            return _late_detail(ev)
         wmark.observe(t_ms, self._clock_ms)
         self.processed += 1
         kpis = self.index.by_type.get(ev.type)
@@ -284,13 +379,15 @@ class PartitionAggregator:
         # Offsets up to the durable state are never fetched again: forget them.
         self.quarantine = {o: why for o, why in self.quarantine.items() if o > applied}
 
-    def _count_late(self, district: str) -> None:
+    def _count_late(self, district: str, front_ms: int) -> None:
+        """Count a too-late event; ``front_ms`` is the partition's event-time front when
+        it came."""
         self.too_late += 1
         late = self.index.late
-        if late is None or self.watermark.max_event_ms is None:
+        if late is None:
             return
         # Counted in the pane of the partition's event-time front: deterministic on replay.
-        t = self.watermark.max_event_ms
+        t = front_ms
         pane = t - t % self.config.pane_ms
         for kind in late.scopes:
             scope = "city" if kind == "city" else f"district:{district}"
@@ -380,3 +477,10 @@ class PartitionAggregator:
             self.seen.restore(snap["ids"], id_deltas)
         self.panes = {(k, s, int(p)): Partial.from_dict(d) for k, s, p, d in snap["panes"]}
         self._dirty.clear()
+
+
+def _late_detail(ev: Event | Decoded) -> str:
+    return (
+        f"event time {ev.time.isoformat()} is behind "
+        f"the watermark by more than the allowed lateness"
+    )

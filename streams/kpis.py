@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from events.aqi import us_aqi, vn_aqi
 from events.catalogue import EVENT_TYPES
 from events.errors import ConfigurationError
+from streams import folds
 from streams.partials import Partial, Updater
 
 if TYPE_CHECKING:
@@ -78,6 +79,23 @@ def _ratio_updater(field: str, denominator: str) -> Updater:
 
 def _aqi(p: Partial, data: dict[str, Any], t_ms: int) -> None:
     p.add_pollutants(data)
+
+
+def _fold(spec: KpiSpec) -> folds.Fold:
+    """The batch form of :func:`_updater` (see :mod:`streams.folds`); checked by then."""
+    agg = spec.aggregation
+    if agg == "count":
+        return folds.count_fold
+    if agg in ("sum", "mean", "min", "max", "last"):
+        return folds.value_fold(str(spec.field))
+    if agg == "rate":
+        numerator = _compile_filter(spec.numerator)
+        return folds.rate_fold(lambda row: _matches(row, numerator))
+    if agg == "ratio":
+        return folds.ratio_fold(str(spec.field), str(spec.denominator_field))
+    if agg == "quantile":
+        return folds.sample_fold(str(spec.field))
+    return folds.aqi_fold
 
 
 def _need(value: str | None, spec: KpiSpec, what: str) -> str:
@@ -174,6 +192,11 @@ class CompiledKpi:
     windows: tuple[int, ...]  # seconds, as in the catalogue
     update: Updater
     value: Callable[[Partial], float | None]
+    # ``update`` over a whole group of a batch, and the ``update`` it is the batch form
+    # of: a KPI whose ``update`` was replaced (tests inject failures so) is folded by
+    # calling its ``update`` per event (streams.folds.per_event).
+    fold: folds.Fold
+    fold_of: Updater
     # min/max/sum of the field are meaningful for value aggregations only
     reports_field_stats: bool
 
@@ -187,6 +210,7 @@ def compile_kpi(spec: KpiSpec) -> CompiledKpi:
     for scope in spec.scopes:
         if scope not in ("city", "district", "station"):
             raise ConfigurationError(f"KPI {spec.id}: unknown scope {scope!r}")
+    update = _updater(spec)
     return CompiledKpi(
         id=spec.id,
         domain=spec.domain,
@@ -195,8 +219,10 @@ def compile_kpi(spec: KpiSpec) -> CompiledKpi:
         where=_compile_filter(spec.where),
         scopes=tuple(spec.scopes),
         windows=tuple(sorted(set(spec.windows) | {60})),
-        update=_updater(spec),
+        update=update,
         value=_valuer(spec),
+        fold=_fold(spec),
+        fold_of=update,
         reports_field_stats=spec.aggregation
         in ("sum", "mean", "min", "max", "last", "ratio", "quantile"),
     )
@@ -212,6 +238,13 @@ class KpiIndex:
     aliases: Mapping[str, tuple[str, ...]]  # KPI id -> ids that share its pane partials
     key_field: Mapping[str, str]  # event type -> payload field of the source id
     late: CompiledKpi | None  # the pipeline.late.count KPI, if the catalogue has it
+
+    def folds_for(self, event_type: str) -> tuple[tuple[CompiledKpi, folds.Fold], ...]:
+        """The KPIs of ``event_type`` with the batch fold of each."""
+        return tuple(
+            (ck, ck.fold if ck.fold_of is ck.update else folds.per_event(ck.update))
+            for ck in self.by_type.get(event_type, ())
+        )
 
     @classmethod
     def build(cls, specs: Iterable[KpiSpec]) -> KpiIndex:

@@ -39,6 +39,12 @@ class StreamsMetrics:
             "(the record is quarantined and dead-lettered as processing_error)",
             registry=r,
         )
+        self.fold_fallbacks = Counter(
+            "ioc_streams_fold_fallbacks",
+            "Batches applied event by event because folding them as a batch raised "
+            "(expected with a record that raises; otherwise a bug in streams.folds)",
+            registry=r,
+        )
         self.kpi_records = Counter("ioc_streams_kpi_records", "KPI records emitted", registry=r)
         self.checkpoints = Counter(
             "ioc_streams_checkpoints", "State snapshots committed", registry=r

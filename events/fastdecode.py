@@ -25,6 +25,7 @@ validator, exactly as in ``decode``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NamedTuple
@@ -35,7 +36,7 @@ import orjson
 from events.catalogue import EVENT_TYPES, EventType
 from events.envelope import MAX_EVENT_BYTES, MAX_EVENT_TIME, decode
 from events.geography import DISTRICT_CODES
-from events.schema import FieldSpec
+from events.schema import TIME_PATTERN, FieldSpec
 from events.validation import _HOOKS, MAX_TEXT_LENGTH, PAYLOAD_VALIDATORS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -155,6 +156,7 @@ _ONE_PASS = {t: _one_pass(et, schema) for t, et in EVENT_TYPES.items() if (schem
 # carries one event type, or mostly one).
 _last = [next(iter(_ONE_PASS.values()))]
 _fromisoformat = datetime.fromisoformat
+_time_shape = re.compile(TIME_PATTERN).match
 _new_decoded = tuple.__new__
 
 
@@ -182,6 +184,10 @@ def decode_fast(raw: bytes, latest_ms: int | None = None) -> Decoded:
                 env = one.decode(raw)
                 _last[0] = one
                 data = _asdict(env.data)
+        # fromisoformat alone accepts more than RFC 3339 (a space for "T", basic format,
+        # no seconds): the contract's pattern first, as events.validation.parse_time does.
+        if _time_shape(env.time) is None:
+            raise ValueError("not RFC 3339")
         ts = _fromisoformat(env.time)
         tz = ts.tzinfo
         if tz is not UTC:

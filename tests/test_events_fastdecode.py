@@ -115,3 +115,29 @@ def test_generated_records_decode_alike(raw: bytes) -> None:
 )
 def test_malformed_records_decode_alike(raw: bytes) -> None:
     _same(raw)
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        "2026-11-21 22:05:00Z",  # fromisoformat accepts these; RFC 3339 does not
+        "2026-11-21T22:05Z",
+        "20261121T220500Z",
+        "2026-11-21T22:05:00",
+        "1970-01-01T00:30:00+01:00",  # written year 1970, UTC instant in 1969: accepted
+        "2026-11-21T22:05:00.5+07:00",
+    ],
+)
+def test_times_are_judged_alike_without_a_clock_bound(time: str) -> None:
+    event = orjson.loads(raw_event("vn.ioc.air.observed", T0))
+    event["time"] = time
+    raw = orjson.dumps(event)
+
+    def outcome(fn: Any) -> tuple[Any, ...]:
+        try:
+            ev = fn(raw, None)
+        except InvalidEventError as exc:
+            return ("invalid", exc.reason)
+        return ("ok", ev.time_ms)
+
+    assert outcome(decode_fast) == outcome(decode)

@@ -83,10 +83,12 @@ async def _metrics(session: aiohttp.ClientSession, port: int) -> dict[str, float
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        name, _, value = line.rpartition(" ")
-        name = name.split("{", 1)[0]
+        sample, _, value = line.rpartition(" ")
+        name = sample.split("{", 1)[0]
         with contextlib.suppress(ValueError):
             out[name] = out.get(name, 0.0) + float(value)
+            if name != sample:  # also each labelled sample, e.g. name{phase="apply"}
+                out[sample] = float(value)
     return out
 
 
@@ -198,6 +200,10 @@ async def run_step(
         return (b.get(key, 0.0) - a.get(key, 0.0)) / seconds
 
     step.applied_rate = rate(streams0, streams1, "ioc_streams_events_total")
+    step.phases = {
+        phase: rate(streams0, streams1, f'ioc_streams_phase_seconds_total{{phase="{phase}"}}')
+        for phase in ("apply", "publish", "checkpoint", "flush")
+    }
     step.kpi_rate = rate(streams0, streams1, "ioc_streams_kpi_records_total")
     step.sink_rate = rate(storage0, storage1, "ioc_sink_rows_total")
     if load is not None:

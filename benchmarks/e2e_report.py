@@ -34,6 +34,8 @@ class Step:
     finals_s: list[float] = field(default_factory=list)
     # The same finals, seconds after stage 1 reported the watermark past the window end.
     finals_wm_s: list[float] = field(default_factory=list)
+    # Faust host: seconds per second of the step in each phase of its one loop
+    phases: dict[str, float] = field(default_factory=dict)
 
     def pct(self, q: float) -> float:
         if not self.lags_s:
@@ -145,6 +147,20 @@ def report(steps: list[Step], args: argparse.Namespace, broker: str, load: float
         "each hop, median / max over the markers of the step:\n\n"
         "| hop | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
         "|---|" + "---:|" * len(steps) + "\n" + "\n".join(hop_rows) + "\n\n"
+        "The stream worker's one loop (Faust host), share of the step's wall time in each "
+        "phase; while one runs, nothing else does (a checkpoint waits for the broker's "
+        "acknowledgements and the offset commit):\n\n"
+        "| phase | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
+        "|---|"
+        + "---:|" * len(steps)
+        + "\n"
+        + "\n".join(
+            f"| {phase} | "
+            + " | ".join(f"{100 * s.phases.get(phase, 0.0):.0f} %" for s in steps)
+            + " |"
+            for phase in ("apply", "publish", "checkpoint", "flush")
+        )
+        + "\n\n"
         "CPU (% of one core) / peak RSS (MB) per process, per step:\n\n"
         "| process | " + " | ".join(f"+{s.extra_rate:,}" for s in steps) + " |\n"
         "|---|"

@@ -126,6 +126,8 @@ class FaustStreamsHost(Worker):
         self._catching_up = False
         self._last_batch = now
         self._merge_dirty = False  # input or output since the last stage-2 snapshot
+        phases = ("apply", "publish", "checkpoint", "flush")
+        self._phase = {p: self.metrics.phase_seconds.labels(p) for p in phases}
 
     # -- called by BatchConsumer --------------------------------------------------------
 
@@ -152,7 +154,9 @@ class FaustStreamsHost(Worker):
         async with self._lock:
             if self._closing:
                 return  # after the final checkpoint: the next owner reads these again
+            started = time.perf_counter()
             await self._apply(records)
+            self._phase["apply"].inc(time.perf_counter() - started)
             await self._tick()
 
     # -- batch application (the loop bodies of EventStage.run / MergeStage.run) ----------
@@ -175,15 +179,19 @@ class FaustStreamsHost(Worker):
     async def _tick(self) -> None:
         s = self.settings
         now = time.monotonic()
+        started = time.perf_counter()
         if now >= self._next_checkpoint:
             await self.events.checkpoint()
             self.events._lag()
             self._next_checkpoint = now + s.checkpoint_interval_s
             self._next_publish = now + s.publish_interval_s
+            self._phase["checkpoint"].inc(time.perf_counter() - started)
         elif now >= self._next_publish and not self._catching_up:
             await self.events.publish()
             self._next_publish = now + s.publish_interval_s
+            self._phase["publish"].inc(time.perf_counter() - started)
         if now >= self._next_flush:
+            started = time.perf_counter()
             # Snapshots only when something changed: an idle merger stays quiet.
             snapshot = self._merge_dirty and now >= self._next_merge_checkpoint
             if await self.merge.flush(force_snapshot=snapshot):
@@ -192,6 +200,7 @@ class FaustStreamsHost(Worker):
                 self._merge_dirty = False
                 self._next_merge_checkpoint = now + s.checkpoint_interval_s
             self._next_flush = now + s.flush_interval_s
+            self._phase["flush"].inc(time.perf_counter() - started)
 
     async def on_timer(self) -> None:
         """App timer: publish/checkpoint/flush also while no batch arrives."""

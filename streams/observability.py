@@ -46,6 +46,14 @@ class StreamsMetrics:
             registry=r,
         )
         self.kpi_records = Counter("ioc_streams_kpi_records", "KPI records emitted", registry=r)
+        # Where the Faust host's single batch/timer loop spends its time: while one phase
+        # runs (a checkpoint waiting for acknowledgements, say) no other does.
+        self.phase_seconds = Counter(
+            "ioc_streams_phase_seconds",
+            "Seconds the Faust host spent per phase (apply, publish, checkpoint, flush)",
+            ["phase"],
+            registry=r,
+        )
         self.checkpoints = Counter(
             "ioc_streams_checkpoints", "State snapshots committed", registry=r
         )

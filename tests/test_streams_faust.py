@@ -55,10 +55,15 @@ async def test_faust_hosted_worker_gives_exact_kpis(
     await _create(bootstrap_servers, t, ("fa",))
     workers = Workers(_faust_env(t, bootstrap_servers, "fa"), tmp_path)
     workers_factory.append(workers)
-    workers.start()
+    port = _free_port()
+    workers.start(port)
     values, expected = known_air_events()
     await _produce(bootstrap_servers, t.air, values)
     await assert_known_finals(bootstrap_servers, t.kpi("fa"), expected, 60)
+    # The time of each phase of the host's loop is counted (bench_e2e reports it).
+    for phase in ("apply", "publish", "checkpoint", "flush"):
+        seconds = await _metric(port, f'ioc_streams_phase_seconds_total{{phase="{phase}"}}')
+        assert seconds is not None and seconds > 0, phase
     log = (tmp_path / f"{workers.group}-0.log").read_text()
     assert '"engine": "faust"' in log or "engine=faust" in log
     # mode's per-tick "Timer ... is overlapping" warnings are silenced (streams/faust_app.py)

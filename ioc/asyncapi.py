@@ -221,28 +221,24 @@ def _kafka(document: Document) -> None:
 def _push(document: Document) -> None:
     schemas, messages = document["components"]["schemas"], document["components"]["messages"]
     examples = frames.examples()
-    client, server = {}, {}
-    for name, schema in frames.client_frames().items():
-        mid = f"ws-client-{name}"
-        schemas[mid] = _schema(schema)
-        messages[mid] = {
-            "name": name,
-            "title": schema["title"],
-            "contentType": "application/json",
-            "payload": _ref("components", "schemas", mid),
-            "examples": [{"payload": e} for e in examples[name]],
-        }
-        client[mid] = _ref("components", "messages", mid)
-    for name, schema in frames.server_frames().items():
-        mid = f"ws-server-{name}"
-        schemas[mid] = _schema(schema)
-        messages[mid] = {
-            "name": name,
-            "title": schema["title"],
-            "contentType": "application/json",
-            "payload": _ref("components", "schemas", mid),
-        }
-        server[mid] = _ref("components", "messages", mid)
+    client: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    for side, refs, defined in (
+        ("client", client, frames.client_frames()),
+        ("server", server, frames.server_frames()),
+    ):
+        for name, schema in defined.items():
+            mid = f"ws-{side}-{name}"
+            schemas[mid] = _schema(schema)
+            messages[mid] = {
+                "name": name,
+                "title": schema["title"],
+                "contentType": "application/json",
+                "payload": _ref("components", "schemas", mid),
+            }
+            if side == "client":  # examples of what a client sends
+                messages[mid]["examples"] = [{"payload": e} for e in examples[name]]
+            refs[mid] = _ref("components", "messages", mid)
     document["channels"]["push"] = {
         "address": "/ws",
         "title": "push server websocket",

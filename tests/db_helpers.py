@@ -13,6 +13,16 @@ from storage import migrate, writers
 from storage.rows import alert_row
 
 
+async def migrated(database_url: str) -> str:
+    """The test database with the project's schema; returns its URL."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
+    return database_url
+
+
 @contextlib.asynccontextmanager
 async def open_alerts(
     database_url: str, alerts: Sequence[AlertRecord]

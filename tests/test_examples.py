@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
@@ -32,7 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from events import topics
 from events.records import AlertRecord, KpiRecord, format_time
-from storage import migrate
+from tests.db_helpers import migrated
 from ws.app import WsApp
 from ws.notice import broker_restart_notice
 from ws.settings import WsSettings
@@ -220,11 +219,7 @@ class Proxy:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def push_server(bootstrap_servers: str, database_url: str) -> AsyncIterator[WsApp]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
+    await migrated(database_url)
     settings = WsSettings(
         bootstrap_servers=bootstrap_servers,
         database_url=database_url,

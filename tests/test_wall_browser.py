@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,8 +18,7 @@ from events import topics
 from events.flood import WATER_STATIONS
 from events.geography import DISTRICTS
 from events.records import AlertCommand, AlertRecord, KpiRecord
-from storage import migrate
-from tests.db_helpers import open_alerts
+from tests.db_helpers import migrated, open_alerts
 from ws.app import WsApp
 from ws.settings import WsSettings
 
@@ -96,11 +94,7 @@ def live_records() -> list[KpiRecord]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def wall(bootstrap_servers: str, database_url: str) -> AsyncIterator[WsApp]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
+    await migrated(database_url)
     settings = WsSettings(
         bootstrap_servers=bootstrap_servers,
         database_url=database_url,

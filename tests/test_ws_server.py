@@ -24,9 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from events import topics
 from events.records import AlertCommand, AlertRecord, KpiRecord
 from ioc.services import broker
-from storage import migrate, writers
+from storage import writers
 from storage.rows import alert_row, kpi_row
-from tests.db_helpers import open_alerts
+from tests.db_helpers import migrated, open_alerts
 from tests.private_broker import free_port, private_broker
 from ws.app import WsApp
 from ws.protocol import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT
@@ -66,11 +66,7 @@ def alert(alert_id: str, subject: str, state: str = "raised", revision: int = 0)
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def database(database_url: str) -> str:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
+    await migrated(database_url)
     return database_url
 
 

@@ -673,6 +673,19 @@ async def test_chaos_clients_resume_through_a_restart_with_every_final_window(
         await fleet.start(within_s=30)
         await publish_kpis(producer, [window(s, o, 1, False) for s in stations for o in (-6, -5)])
         await server_holds(first, [window(s, -5, 1, False) for s in stations])
+        # Every client holds both open windows before the restart: a client resyncs from
+        # its oldest open window, and one that never saw the -6 window watches from its
+        # first subscription minus a 5-minute margin, which starts after it.
+        opened = {
+            (s, int((base + timedelta(minutes=o)).timestamp() * 1000))
+            for s in stations
+            for o in (-6, -5)
+        }
+        loop = asyncio.get_running_loop()
+        end = loop.time() + TIMEOUT
+        while not all(opened <= st.windows.keys() for st in fleet.states):
+            assert loop.time() < end, [len(opened - st.windows.keys()) for st in fleet.states]
+            await asyncio.sleep(0.05)  # polling interval of the condition above
         await first.stop()
         down_at = time.monotonic()
         # While the server is down: finals on the stream, and some only in the database.
@@ -696,7 +709,6 @@ async def test_chaos_clients_resume_through_a_restart_with_every_final_window(
                 for s in stations
                 for o, n in ((-6, 4), (-5, 3), (-4, 2))
             }
-            loop = asyncio.get_running_loop()
             end = loop.time() + TIMEOUT
             while not gaps(fleet.states, finals).ok:
                 assert loop.time() < end, gaps(fleet.states, finals).details

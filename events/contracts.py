@@ -35,16 +35,24 @@ import orjson
 from events.catalogue import EVENT_TYPES, EventType, FieldSpec
 from events.envelope import CONTENT_TYPE, SPECVERSION
 from events.geography import DISTRICT_CODES
-from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
+from events.records import (
+    SCHEMA_ID_PREFIX,
+    SCHEMA_VERSION,
+    AlertCommand,
+    AlertRecord,
+    DeadLetter,
+    KpiRecord,
+)
 from events.schema import TIME_PATTERN
 from events.topics import ALERT_COMMANDS, ALERTS, DEADLETTER, KPI
 from events.validation import MAX_TEXT_LENGTH, REQUIRED_WHEN
 
-VERSION = "v1"
+VERSION = SCHEMA_VERSION
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # A URN, not a URL: the schemas are the same wherever a gateway serves them, and a
-# consumer can resolve every ``$ref`` inside the file it has (all are local).
-ID_PREFIX = f"urn:vn-ioc:schema:{VERSION}:"
+# consumer can resolve every ``$ref`` inside the file it has (all are local). The
+# records name their schema with it (their ``schema`` field).
+ID_PREFIX = SCHEMA_ID_PREFIX
 ENVELOPE = "cloudevent.json"
 INDEX = "index.json"
 
@@ -191,7 +199,15 @@ def _value_schema(hint: Any) -> Schema:
 def record_schema(cls: type, name: str, title: str, rules: list[Schema] | None = None) -> Schema:
     """The schema of a record class of events.records, from its fields' metadata."""
     hints = typing.get_type_hints(cls)
-    properties: Schema = {}
+    # The record's own constant, so what it writes and what its schema says are one.
+    schema_id: str = getattr(cls, "SCHEMA", f"{ID_PREFIX}{name}")
+    properties: Schema = {
+        "schema": {
+            "const": schema_id,
+            "description": "the `$id` of this schema: which contract and version the record "
+            "follows (absent in records written before v1 named it)",
+        }
+    }
     required: list[str] = []
     for f in dataclasses.fields(cls):
         meta: Mapping[str, Any] = f.metadata
@@ -206,7 +222,7 @@ def record_schema(cls: type, name: str, title: str, rules: list[Schema] | None =
             required.append(wire_name)
     schema = {
         "$schema": DIALECT,
-        "$id": f"{ID_PREFIX}{name}",
+        "$id": schema_id,
         "title": title,
         "description": (cls.__doc__ or "").strip().split("\n\n")[0].replace("``", "`")
         + " Readers ignore fields they do not know.",

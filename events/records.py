@@ -9,6 +9,10 @@ reader may find it absent (records written before the field existed), its bounds
 name on the wire when that differs. ``events.contracts`` turns the classes into the
 JSON Schemas ``schemas/v1/{kpi-window,alert,alert-command,dead-letter}.json``; a test
 checks the readers against them.
+
+Every record names its schema in a ``schema`` field (the schema's ``$id``, e.g.
+``urn:vn-ioc:schema:v1:kpi-window``): a consumer knows which version it reads without
+asking the topic. Readers accept records without it (written before it existed).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import base64
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import orjson
 
@@ -26,6 +30,10 @@ from events.errors import InvalidEventError
 AlertState = Literal["raised", "escalated", "acknowledged", "cleared"]
 AlertSeverity = Literal["info", "warning", "critical"]
 CommandName = Literal["ack", "clear", "assign"]
+
+SCHEMA_VERSION = "v1"
+# A URN, not a URL: the schemas are the same wherever a gateway serves them.
+SCHEMA_ID_PREFIX = f"urn:vn-ioc:schema:{SCHEMA_VERSION}:"
 
 
 def wire(
@@ -76,6 +84,8 @@ def _loads(raw: bytes | str, what: str) -> dict[str, Any]:
 class KpiRecord:
     """One KPI value of one window and scope (topic ``ioc.kpi``, table ``kpi_windows``)."""
 
+    SCHEMA: ClassVar[str] = SCHEMA_ID_PREFIX + "kpi-window"
+
     kpi: str = field(metadata=wire("KPI id from the KPI catalogue (`ioc kpis`)"))
     scope: str = field(metadata=wire('"city", "district:<code>" or "station:<id>"'))
     window_start: datetime = field(metadata=wire("start of the window (inclusive)"))
@@ -109,6 +119,7 @@ class KpiRecord:
         # Field by field, not dataclasses.asdict: that deep-copies the three datetimes
         # (~150 µs a record), and the streams worker emits thousands of records a second.
         return {
+            "schema": self.SCHEMA,
             "kpi": self.kpi,
             "scope": self.scope,
             "window_start": format_time(self.window_start),
@@ -159,6 +170,8 @@ class KpiRecord:
 class AlertRecord:
     """The state of one alert after a transition (topic ``ioc.alerts``, key alert_id)."""
 
+    SCHEMA: ClassVar[str] = SCHEMA_ID_PREFIX + "alert"
+
     alert_id: str = field(metadata=wire("alert id, the Kafka key"))
     rule: str = field(metadata=wire("rule id from the alert rule catalogue"))
     subject: str = field(metadata=wire('what it is about: a scope ("district:HK", "station:<id>")'))
@@ -201,7 +214,7 @@ class AlertRecord:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {"schema": self.SCHEMA, **asdict(self)}
         for name in ("raised_at", "updated_at"):
             d[name] = format_time(d[name])
         if self.window_start is not None:
@@ -249,6 +262,8 @@ class AlertRecord:
 class AlertCommand:
     """An operator command (topic ``ioc.alerts.commands``, key alert_id)."""
 
+    SCHEMA: ClassVar[str] = SCHEMA_ID_PREFIX + "alert-command"
+
     command_id: str = field(metadata=wire("unique; makes re-delivered commands harmless"))
     alert_id: str = field(metadata=wire("the alert, the Kafka key"))
     command: CommandName = field(metadata=wire("what to do"))
@@ -260,7 +275,7 @@ class AlertCommand:
     note: str | None = field(default=None, metadata=wire("free text", optional=True))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {"schema": self.SCHEMA, **asdict(self)}
         d["at"] = format_time(self.at)
         return d
 
@@ -308,6 +323,8 @@ class ConsumedRecord(Protocol):
 class DeadLetter:
     """A record some component could not use (topic ``ioc.deadletter``, original key)."""
 
+    SCHEMA: ClassVar[str] = SCHEMA_ID_PREFIX + "dead-letter"
+
     reason: str = field(
         metadata=wire('stable code, e.g. "undecodable", "out_of_range", "too_late"')
     )
@@ -341,6 +358,7 @@ class DeadLetter:
     def to_json(self) -> bytes:
         return orjson.dumps(
             {
+                "schema": self.SCHEMA,
                 "reason": self.reason,
                 "detail": self.detail,
                 "source_topic": self.source_topic,

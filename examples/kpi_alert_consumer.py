@@ -1,7 +1,9 @@
 """A downstream consumer of ioc.kpi and ioc.alerts that validates every record.
 
 Each record is checked against its published JSON Schema (schemas/v1/, also served by
-the ingest gateway at /schemas/v1/<name>) before it is used. Valid records are printed
+the ingest gateway at /schemas/v1/<name>) before it is used: the one its `schema` field
+names (records written before that field existed: the topic's), and a version this
+consumer does not know is reported, not guessed at. Valid records are printed
 on stdout, one JSON line each; invalid ones on stderr with the schema's reasons, and
 skipped: one bad record should not stop a downstream consumer.
 
@@ -26,23 +28,26 @@ TOPICS = {"ioc.kpi": "kpi-window.json", "ioc.alerts": "alert.json"}
 
 
 def validators(schema_dir: Path) -> dict[str, Draft202012Validator]:
-    """One validator per topic. FORMAT_CHECKER makes "date-time" an assertion (with
-    rfc3339-validator installed), not only an annotation."""
-    return {
-        topic: Draft202012Validator(
-            json.loads((schema_dir / name).read_text()),
-            format_checker=Draft202012Validator.FORMAT_CHECKER,
-        )
-        for topic, name in TOPICS.items()
-    }
+    """One validator per schema $id and per topic. FORMAT_CHECKER makes "date-time" an
+    assertion (with rfc3339-validator installed), not only an annotation."""
+    found = {}
+    for topic, name in TOPICS.items():
+        schema = json.loads((schema_dir / name).read_text())
+        check = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        found[topic] = found[schema["$id"]] = check
+    return found
 
 
-def check(validator: Draft202012Validator, raw: bytes) -> tuple[Any, list[str]]:
+def check(checks: dict[str, Draft202012Validator], topic: str, raw: bytes) -> tuple[Any, list[str]]:
     """The decoded record and what is wrong with it (nothing: valid)."""
     try:
         record = json.loads(raw)
     except ValueError as exc:
         return None, [f"not JSON: {exc}"]
+    named = record.get("schema", topic) if isinstance(record, dict) else topic
+    validator = checks.get(named)
+    if validator is None:
+        return record, [f"schema: unknown version {named!r}"]
     errors = [
         f"{'/'.join(map(str, e.absolute_path)) or '(record)'}: {e.message}"
         for e in validator.iter_errors(record)
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         auto_offset_reset="earliest",
     )
     for msg in consumer:
-        record, errors = check(checks[msg.topic], msg.value)
+        record, errors = check(checks, msg.topic, msg.value)
         where = {
             "topic": msg.topic,
             "partition": msg.partition,

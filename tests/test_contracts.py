@@ -205,6 +205,9 @@ def test_published_records_match_their_schema_and_readers_need_what_it_requires(
     schema = validator(name)
     assert list(schema.iter_errors(wire)) == []
     assert _reads(reader, wire)
+    # It names the schema (and so the version) it follows.
+    assert wire["schema"] == SCHEMAS[name]["$id"] == f"urn:vn-ioc:schema:v1:{name[:-5]}"
+    assert not schema.is_valid({**wire, "schema": "urn:vn-ioc:schema:v2:" + name[:-5]})
     # without any one field: the reader and the schema agree whether it was required
     for field_name in SCHEMAS[name]["properties"]:
         without = {k: v for k, v in wire.items() if k != field_name}

@@ -145,6 +145,8 @@ async def test_the_kafka_consumer_prints_the_records_validated_and_reports_inval
         await producer.send(topics.ALERTS, a.to_json(), key=a.alert_id.encode())
     await producer.send(topics.KPI, orjson.dumps(bad_kpi), key=f"bad-{run}".encode())
     await producer.send(topics.ALERTS, b"{not json", key=f"bad-{run}".encode())
+    later = {**kpis[1].to_dict(), "schema": "urn:vn-ioc:schema:v2:kpi-window"}
+    await producer.send(topics.KPI, orjson.dumps(later), key=f"bad-{run}-v2".encode())
     await producer.flush()
 
     example = await Process.start(
@@ -155,7 +157,7 @@ async def test_the_kafka_consumer_prints_the_records_validated_and_reports_inval
                         if run in (line.get("key") or "")]  # fmt: skip
         await example.until(lambda: len(mine()) == 4, "the valid records were not printed")
         bad = lambda: [line for line in example.err if f"bad-{run}" in line]  # noqa: E731
-        await example.until(lambda: len(bad()) == 2, "the invalid records were not reported")
+        await example.until(lambda: len(bad()) == 3, "the invalid records were not reported")
     finally:
         await example.stop()
     printed = {(line["topic"], line["key"], orjson.dumps(line["record"])) for line in mine()}
@@ -164,7 +166,9 @@ async def test_the_kafka_consumer_prints_the_records_validated_and_reports_inval
     }
     reports = [orjson.loads(line) for line in bad()]
     assert {r["topic"] for r in reports} == {topics.KPI, topics.ALERTS}
-    errors = {r["topic"]: r["errors"] for r in reports}
+    errors = {r["key"]: r["errors"] for r in reports}
+    assert errors[f"bad-{run}-v2"] == ["schema: unknown version 'urn:vn-ioc:schema:v2:kpi-window'"]
+    errors = {r["topic"]: r["errors"] for r in reports if r["key"] == f"bad-{run}"}
     assert errors[topics.KPI] == ["count: -1 is less than the minimum of 0"]
     assert errors[topics.ALERTS][0].startswith("not JSON")
 

@@ -19,30 +19,38 @@ import logging
 import sys
 
 import structlog
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import SettingsConfigDict
+
+from events.settings import IocSettings
 
 # The libraries whose INFO records are noise to an operator (their loggers' roots).
 LIBRARY_LOGGERS = ("aiokafka", "kafka", "faust", "mode", "websockets", "asyncio", "httpx")
 
 
-class LogSettings(BaseSettings):
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class LogSettings(IocSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
 
     log_level: str = "INFO"
     library_log_level: str = "WARNING"
+
+    @field_validator("log_level", "library_log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in LEVELS:
+            raise ValueError(f"use one of {', '.join(LEVELS)}")
+        return value.upper()
 
 
 def configure_logging(
     component: str, settings: LogSettings | None = None, json: bool | None = None
 ) -> None:
     s = settings or LogSettings()
-    level = logging.getLevelName(s.log_level.upper())
-    library_level = logging.getLevelName(s.library_log_level.upper())
-    if not isinstance(level, int) or not isinstance(library_level, int):
-        raise ValueError(
-            f"IOC_LOG_LEVEL={s.log_level!r} / IOC_LIBRARY_LOG_LEVEL={s.library_log_level!r}: "
-            "use DEBUG, INFO, WARNING, ERROR or CRITICAL"
-        )
+    level: int = logging.getLevelName(s.log_level)
+    library_level: int = logging.getLevelName(s.library_log_level)
     use_json = (not sys.stderr.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()

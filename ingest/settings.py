@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
+from events.settings import IocSettings
 
 
-class IngestSettings(BaseSettings):
+class IngestSettings(IocSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
 
     bootstrap_servers: str = "127.0.0.1:9092"

@@ -66,7 +66,7 @@ def main() -> None:
         app()
     except IocError as exc:
         # Our errors are meant for the operator: one line (plus a log tail), no traceback.
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from events.settings import IocSettings
 
 
 def _default_home() -> Path:
     return Path.home() / ".local" / "share" / "ioc"
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(IocSettings):
     """Where the local services listen and where their files live."""
 
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
-from rich.console import Console
 
-from events.errors import IocError
-from ioc.commands.simulate import simulate
+from events.settings import exit_on_error
+from simulators.command import simulate
 
 
 def main() -> None:
-    try:
+    with exit_on_error("simulator"):
         typer.run(simulate)
-    except IocError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

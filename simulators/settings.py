@@ -12,9 +12,10 @@ import os
 from datetime import datetime, timedelta
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from events.errors import ConfigurationError
+from events.settings import IocSettings
 
 # What one publishing process sustains on a (shared) 2-core machine, events/s, with
 # headroom: generation + kafka-python ~12-14k, generation + aiokafka ~25k.
@@ -22,7 +23,7 @@ PROCESS_CAPACITY = {"kafka-python": 12_000, "aiokafka": 22_000}
 AUTO_AIOKAFKA_ABOVE = 10_000
 
 
-class SimulatorSettings(BaseSettings):
+class SimulatorSettings(IocSettings):
     """How fast, how long, which scenario, where to publish, what faults to inject."""
 
     model_config = SettingsConfigDict(env_prefix="IOC_SIM_", extra="ignore", populate_by_name=True)

@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from events.logs import configure_logging
+from events.settings import exit_on_error
 from storage.service import run_storage
 from storage.settings import StorageSettings
 
@@ -19,8 +20,9 @@ async def _main() -> None:
 
 
 def main() -> None:
-    configure_logging("storage")
-    asyncio.run(_main())
+    with exit_on_error("storage"):
+        configure_logging("storage")
+        asyncio.run(_main())
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ nothing here is read at import time.
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
+from events.settings import IocSettings
 
 
-class StorageSettings(BaseSettings):
+class StorageSettings(IocSettings):
     """Where the sinks read and write, how they batch, and how long data is kept."""
 
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")

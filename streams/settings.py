@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
+from events.settings import IocSettings
 from events.topics import DEADLETTER, EVENTS_PREFIX, KPI, TopicSpec
 
 if TYPE_CHECKING:  # the engine (numpy, aiokafka) is not imported for the settings alone
     from streams.aggregator import EngineConfig
 
 
-class StreamsSettings(BaseSettings):
+class StreamsSettings(IocSettings):
     model_config = SettingsConfigDict(
         env_prefix="IOC_STREAMS_", extra="ignore", populate_by_name=True
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from events.errors import ConfigurationError
 from events.logs import LogSettings, configure_logging
 
 SCRIPT = """
@@ -58,5 +60,9 @@ def test_our_level_hides_our_info() -> None:
 
 
 def test_a_bad_level_names_the_variable() -> None:
-    with pytest.raises(ValueError, match="IOC_LOG_LEVEL='loud'"):
+    with pytest.raises(
+        ConfigurationError,
+        match=re.escape("bad setting IOC_LOG_LEVEL='loud': Value error, use one of DEBUG, INFO"),
+    ):
         configure_logging("x", LogSettings(log_level="loud"))
+    assert LogSettings(log_level="debug").log_level == "DEBUG"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 
@@ -27,3 +28,26 @@ def test_no_merge_conflict_markers_in_tracked_files() -> None:
             if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="
         ]
     assert found == [], f"merge conflict markers left in: {found}"
+
+
+# The components; `ioc` is the command-line package that runs them, never the reverse.
+COMPONENT_PACKAGES = ("events", "simulators", "ingest", "streams", "storage", "ws")
+
+
+def test_components_do_not_import_the_cli_package() -> None:
+    found = []
+    for package in COMPONENT_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                found += [
+                    f"{path.relative_to(ROOT)}:{node.lineno} imports {n}"
+                    for n in names
+                    if n == "ioc" or n.startswith("ioc.")
+                ]
+    assert found == []

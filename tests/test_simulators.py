@@ -18,7 +18,7 @@ from events.catalogue import EVENT_TYPES, key_for
 from events.envelope import decode, encode
 from events.errors import ConfigurationError, InvalidEventError
 from events.flood import alarm_level
-from ioc.commands.simulate import RateMeter, render
+from simulators.command import RateMeter, render
 from simulators.generator import ProvinceSimulator
 from simulators.injection import MALFORMED_KINDS, Injector, malformed_bytes
 from simulators.metrics import SimulatorMetrics

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from events.settings import IocSettings
 
 
-class WsSettings(BaseSettings):
+class WsSettings(IocSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
 
     bootstrap_servers: str = "127.0.0.1:9092"

@@ -8,10 +8,9 @@ import logging
 import signal
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
-from events.errors import ConfigurationError, ServiceError
+from events.errors import ServiceError
 from events.logs import configure_logging
 
 app = typer.Typer(help="Websocket push server and wall display.", no_args_is_help=True)
@@ -36,10 +35,7 @@ def serve(
         overrides["ws_host"] = host
     if port is not None:
         overrides["ws_port"] = port
-    try:
-        settings = WsSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigurationError(f"push server settings (IOC_WS_*): {exc}") from exc
+    settings = WsSettings(**overrides)  # type: ignore[arg-type]
 
     async def run() -> None:
         stop = asyncio.Event()

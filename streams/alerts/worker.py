@@ -30,12 +30,13 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from events import topics
 from events.brokers import producer_options, refresh_metadata
 from events.errors import InvalidEventError, describe_exception
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
+from events.settings import IocSettings
 from streams.alerts.engine import AlertEngine
 from streams.alerts.records import latest_by_id
 from streams.checkpoint import Checkpoint, OffsetTracker, run_checkpoint
@@ -45,7 +46,7 @@ COMPONENT = "alerts"
 log = structlog.get_logger(COMPONENT)
 
 
-class AlertsSettings(BaseSettings):
+class AlertsSettings(IocSettings):
     """``IOC_*`` settings of the alerts worker."""
 
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")

@@ -72,12 +72,12 @@ def error(status: int, code: str, detail: str, parameter: str | None = None) -> 
 
 def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
     """The query parameters as a dict; unknown and repeated ones are refused."""
-    keys = list(request.query.keys())
-    p.check_known(dict.fromkeys(keys, ""), allowed)
-    for key in keys:
-        if keys.count(key) > 1:
+    query = request.query
+    p.check_known(dict.fromkeys(query.keys(), ""), allowed)
+    for key in query:
+        if len(query.getall(key)) > 1:
             raise p.ParamError(key, "given more than once")
-    return {k: request.query[k] for k in keys}
+    return {k: query[k] for k in query}
 
 
 _CATALOGUE = orjson.dumps({"kpis": [spec.to_dict() for spec in KPI_CATALOGUE.values()]})

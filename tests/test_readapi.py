@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ioc.components import demo_components
+from ioc.settings import ServiceSettings
 from readapi import params as p
 from readapi.app import ROUTES
 from readapi.openapi import READ_PATHS
@@ -103,6 +105,9 @@ def test_the_plan_reads_the_coarsest_source_that_still_gives_the_points() -> Non
     year = p.plan_series(NOW - timedelta(days=365), NOW, 200)
     assert (year.source, year.bucket_s) == ("daily", 2 * 86_400)
     assert year.start == datetime(2025, 12, 4, tzinfo=UTC)
+    # widening to whole days halves a short request's resolution (docs/readapi.md)
+    week7 = p.plan_series(NOW - timedelta(days=7), NOW, 7)
+    assert (week7.source, week7.bucket_s, week7.max_points) == ("daily", 2 * 86_400, 4)
     short = p.plan_series(NOW - timedelta(minutes=10), NOW, 500)
     assert (short.source, short.bucket_s) == ("windows", 60)
 
@@ -158,3 +163,9 @@ def test_the_read_api_takes_the_push_servers_tokens(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("IOC_WS_TOKENS", '{"x": "admin"}')
     with pytest.raises(ValueError, match="role must be viewer or operator"):
         ReadApiSettings()
+
+
+def test_ioc_up_runs_the_read_api_as_its_seventh_component() -> None:
+    components = {c.name: c for c in demo_components(ServiceSettings())}
+    assert len(components) == 7  # README: seven supervised components
+    assert list(components["readapi"].argv[-2:]) == ["-m", "readapi"]

@@ -332,3 +332,36 @@ async def test_an_unreachable_database_is_a_503_and_the_catalogue_still_answers(
         assert (status, body["error"], body["parameter"]) == (503, "unavailable", None)
         status, _ = await get(http, down, "/v1/kpis")
         assert status == 200
+        async with http.get(f"{down.url}/metrics") as r:
+            text = await r.text()
+        assert "readapi_db_errors_total 1.0" in text
+        assert 'readapi_request_seconds_count{route="/v1/kpis/latest"} 1.0' in text
+
+
+async def test_a_statement_over_the_timeout_is_cancelled_and_answered_503(
+    data: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    settings = ReadApiSettings(
+        database_url=data["url"], readapi_port=0, readapi_statement_timeout_s=0.000_001
+    )
+    async with ReadApi(settings) as strict:
+        status, body = await get(
+            http, strict, f"/v1/kpis/{KPI}/windows", scope=SCOPE, since=iso(D0), points=1000
+        )
+    assert (status, body["error"]) == (503, "unavailable")
+
+
+async def test_defaults_and_a_repeated_parameter(api: ReadApi, http: aiohttp.ClientSession) -> None:
+    # no since/until: the last 24 h at 500 points at most (no data there: no points)
+    status, body = await get(http, api, f"/v1/kpis/{KPI}/windows")
+    assert (status, body["scope"], body["source"], body["bucket_s"]) == (
+        200,
+        "city",
+        "windows",
+        180,
+    )
+    assert body["items"] == []
+    url = f"{api.url}/v1/kpis/{KPI}/windows?points=10&points=20"
+    async with http.get(url, headers=AUTH) as r:
+        assert r.status == 400
+        assert (await r.json())["parameter"] == "points"

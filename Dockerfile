@@ -10,6 +10,7 @@ COPY ingest ingest
 COPY streams streams
 COPY storage storage
 COPY ws ws
+COPY readapi readapi
 RUN pip install .
 RUN useradd --system --uid 10001 ioc
 USER ioc

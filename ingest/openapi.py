@@ -16,10 +16,19 @@ from typing import Any
 
 from events.contracts import ENVELOPE, all_schemas, envelope_schema
 from events.envelope import MAX_EVENT_BYTES
+from readapi import openapi as readapi_openapi
 
-TITLE = "IOC ingest gateway"
+TITLE = "IOC HTTP APIs: ingest gateway and read API"
 API_VERSION = "1.0.0"
 SCHEMA_MEDIA = "application/schema+json"
+TAG = "ingest"
+# The gateway's own address; the read API's paths override it with their own `servers`.
+SERVERS = [
+    {
+        "url": "http://127.0.0.1:8081",
+        "description": "the ingest gateway (IOC_INGEST_HTTP_HOST/IOC_INGEST_HTTP_PORT)",
+    }
+]
 
 Document = dict[str, Any]
 
@@ -128,7 +137,9 @@ def _components() -> Document:
     # The envelope keeps its $defs; its own $id and dialect stay too (OpenAPI 3.1 schema
     # objects are JSON Schema 2020-12), so its local $refs resolve inside it.
     return {
+        "securitySchemes": readapi_openapi.SECURITY_SCHEMES,
         "schemas": {
+            **readapi_openapi.schemas(),
             "CloudEvent": envelope_schema(),
             "Accepted": {
                 "type": "object",
@@ -164,12 +175,14 @@ def _components() -> Document:
                     },
                 },
             },
-        }
+        },
     }
 
 
 def openapi_document(routes: Iterable[tuple[str, str]]) -> Document:
-    """The OpenAPI 3.1 document of the given (method, path) routes."""
+    """The OpenAPI 3.1 document of the given (method, path) routes of the gateway, and of
+    the read API's routes (``readapi.openapi.READ_PATHS``, each path with its own
+    ``servers``: the read API has its own port)."""
     paths: Document = {}
     for method, path in routes:
         try:
@@ -177,15 +190,31 @@ def openapi_document(routes: Iterable[tuple[str, str]]) -> Document:
         except KeyError:
             raise ValueError(f"route {method} {path} has no OpenAPI description") from None
         # a copy: a caller that edits the document must not edit the next one
-        paths.setdefault(path, {})[method.lower()] = copy.deepcopy(operation)
+        paths.setdefault(path, {})[method.lower()] = {"tags": [TAG], **copy.deepcopy(operation)}
+    for (_method, path), item in readapi_openapi.READ_PATHS.items():
+        if path in paths:
+            raise ValueError(f"{path} is a route of the gateway and of the read API")
+        paths[path] = copy.deepcopy(item)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": TITLE,
             "version": API_VERSION,
-            "description": "CloudEvents over HTTP into the IOC event bus. The JSON Schemas "
+            "description": "CloudEvents over HTTP into the IOC event bus (the ingest "
+            "gateway, tag `ingest`), and the history and current state of the KPIs and "
+            "alerts (the read API, tag `read API`, on its own port: see each path's "
+            "`servers`). The JSON Schemas "
             f"of the events are served under /schemas/v1/ ({ENVELOPE} for any event).",
         },
+        "servers": SERVERS,
+        "tags": [
+            {"name": TAG, "description": "ingest gateway (ioc ingest serve), port 8081"},
+            {
+                "name": readapi_openapi.TAG,
+                "description": "read API (python -m readapi), "
+                "port 8082, with the push server's tokens; docs/readapi.md",
+            },
+        ],
         "paths": paths,
         "components": _components(),
     }

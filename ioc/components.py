@@ -47,6 +47,9 @@ def demo_components(settings: ServiceSettings) -> list[Component]:
     # Storage: migrations, then the raw-event, KPI and alert sinks into TimescaleDB and the
     # retention/rollup job (health + Prometheus metrics on IOC_STORAGE_HTTP_PORT, 8092).
     components.append(Component("storage", python_module("storage"), env))
+    # Read API: KPI history, latest windows and alerts from TimescaleDB over HTTP
+    # (IOC_READAPI_PORT, 8082; the push server's tokens; docs/readapi.md).
+    components.append(Component("readapi", python_module("readapi"), env))
     # Simulated province at a demo rate, cycling through the scenarios so the wall shows
     # alerts (health + Prometheus metrics on IOC_SIM_METRICS_PORT, 8093).
     components.append(

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings
 from ingest.settings import IngestSettings
 from ioc.components import demo_components
 from ioc.settings import ServiceSettings
+from readapi.settings import ReadApiSettings
 from simulators.settings import SimulatorSettings
 from storage.settings import StorageSettings
 from streams.alerts.worker import AlertsSettings
@@ -70,6 +71,7 @@ def test_every_ioc_variable_is_read_by_a_component() -> None:
         StreamsSettings,
         AlertsSettings,
         WsSettings,
+        ReadApiSettings,
     ):
         known |= _env_names(cls)
     used = {

@@ -452,6 +452,8 @@ async def test_http_serves_the_json_schemas_and_the_openapi_document(
             served = await r.read()
         assert served == _committed("docs/openapi.json")
         for path, item in orjson.loads(served)["paths"].items():
+            if "servers" in item:
+                continue  # the read API's paths: served on its own port (test_readapi_db)
             for method in item:
                 url = base + path.replace("{name}", "cloudevent.json")
                 async with http.request(method, url, data=b"[]") as r:

@@ -31,7 +31,7 @@ def test_no_merge_conflict_markers_in_tracked_files() -> None:
 
 
 # The components; `ioc` is the command-line package that runs them, never the reverse.
-COMPONENT_PACKAGES = ("events", "simulators", "ingest", "streams", "storage", "ws")
+COMPONENT_PACKAGES = ("events", "simulators", "ingest", "streams", "storage", "ws", "readapi")
 
 
 def test_components_do_not_import_the_cli_package() -> None:

@@ -61,6 +61,7 @@ ENTRY_POINTS = {
     "streams": ([sys.executable, "-m", "ioc", "streams", "worker"], "IOC_STREAMS_HTTP_PORT"),
     "alerts": ([sys.executable, "-m", "ioc", "alerts", "worker"], "IOC_ALERTS_HTTP_PORT"),
     "ws": ([sys.executable, "-m", "ioc", "ws", "serve"], "IOC_WS_PORT"),
+    "readapi": ([sys.executable, "-m", "readapi"], "IOC_READAPI_PORT"),
     "log level": ([sys.executable, "-m", "ingest"], "IOC_LOG_LEVEL"),
 }
 

@@ -10,6 +10,19 @@ from pydantic_settings import SettingsConfigDict
 from events.settings import IocSettings
 
 
+def default_tokens() -> dict[str, str]:
+    """The demo's tokens; the read API (readapi/) takes the same IOC_WS_TOKENS."""
+    return {"wall-viewer": "viewer:wall", "wall-operator": "operator:operator"}
+
+
+def check_roles(tokens: dict[str, str]) -> dict[str, str]:
+    for token, spec in tokens.items():
+        role = spec.partition(":")[0]
+        if role not in ("viewer", "operator"):
+            raise ValueError(f"token {token[:4]}…: role must be viewer or operator, not {role!r}")
+    return tokens
+
+
 class WsSettings(IocSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
 
@@ -20,12 +33,7 @@ class WsSettings(IocSettings):
     ws_host: str = "127.0.0.1"
     ws_port: int = Field(default=8080, ge=0, le=65535)  # 0 = any free port (tests)
     # token -> "viewer" | "operator", optionally ":name" (the name goes into commands' "by").
-    ws_tokens: dict[str, str] = Field(
-        default_factory=lambda: {
-            "wall-viewer": "viewer:wall",
-            "wall-operator": "operator:operator",
-        }
-    )
+    ws_tokens: dict[str, str] = Field(default_factory=default_tokens)
     # Token the wall page uses when its own URL has no ?token=.
     ws_page_token: str = "wall-viewer"
     # Browser origins allowed besides the server's own (http://host:port, localhost:port).
@@ -66,10 +74,4 @@ class WsSettings(IocSettings):
     @field_validator("ws_tokens")
     @classmethod
     def _roles_are_known(cls, tokens: dict[str, str]) -> dict[str, str]:
-        for token, spec in tokens.items():
-            role = spec.partition(":")[0]
-            if role not in ("viewer", "operator"):
-                raise ValueError(
-                    f"token {token[:4]}…: role must be viewer or operator, not {role!r}"
-                )
-        return tokens
+        return check_roles(tokens)

@@ -1,0 +1,1 @@
+"""The read API: KPI history, latest windows and alerts from TimescaleDB over HTTP."""

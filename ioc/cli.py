@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("ioc.commands.simulate", "simulate", "command"),
     "chaos": ("ioc.commands.chaos", "chaos", "command"),
     "up": ("ioc.commands.up", "up", "command"),
+    "logs": ("ioc.commands.logs", "logs", "command"),
     "bench": ("ioc.commands.bench", "app", "group"),
 }
 console = Console(stderr=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.markup import escape
 
-_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
+from ioc.component_output import ComponentOutput, PrefixedLines
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,26 +36,25 @@ class Supervisor:
     die unexpectedly, and stops them all (SIGTERM, then SIGKILL) on shutdown.
 
     ``guards`` run beside the components for as long as the supervisor does (e.g. the
-    broker's memory cap); one may :meth:`pause` every component around an action."""
+    broker's memory cap); one may :meth:`pause` every component around an action.
+    ``output`` receives the components' lines, starts and exits (default: every line on
+    ``console`` behind the component's name)."""
 
     def __init__(
         self,
         components: Sequence[Component],
         console: Console,
         guards: Sequence[Guard] = (),
+        output: ComponentOutput | None = None,
     ) -> None:
         self._components = list(components)
         self._console = console
         self._guards = list(guards)
+        self._output = output or PrefixedLines(console, [c.name for c in components])
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._resume = asyncio.Event()  # cleared while paused
         self._resume.set()
-        width = max((len(c.name) for c in self._components), default=4)
-        self._prefix = {
-            c.name: f"[{_COLOURS[i % len(_COLOURS)]}]{c.name:<{width}}[/] |"
-            for i, c in enumerate(self._components)
-        }
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -65,7 +64,7 @@ class Supervisor:
         tasks += [asyncio.create_task(self._guarded(g)) for g in self._guards]
         try:
             await self._stopping.wait()
-            self._console.print("[bold]stopping components…[/]")
+            self._output.stopping()
             for task in tasks[len(self._components) :]:
                 task.cancel()  # the guards first: no pause may start during the stop
             await self._stop_all()
@@ -125,16 +124,15 @@ class Supervisor:
                 start_new_session=True,
             )
             self._procs[component.name] = proc
+            self._output.started(component.name, proc.pid)
             if not self._resume.is_set():  # a pause began while it was being started
                 await self._stop([proc])
             assert proc.stdout is not None
             async for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip()
-                # soft_wrap: a JSON log line stays one line, whatever the terminal width
-                self._console.print(
-                    f"{self._prefix[component.name]} {escape(line)}", soft_wrap=True
-                )
+                self._output.line(component.name, raw.decode(errors="replace").rstrip())
             code = await proc.wait()
+            if self._stopping.is_set() or not self._resume.is_set():
+                self._output.exited(component.name, code, None)
             if self._stopping.is_set():
                 return
             if not self._resume.is_set():
@@ -142,10 +140,7 @@ class Supervisor:
                 continue
             # A component that ran for a while gets a fresh backoff; a crash loop backs off.
             backoff = 1.0 if time.monotonic() - started > 30 else min(backoff * 2, 30.0)
-            self._console.print(
-                f"{self._prefix[component.name]} [red]exited with {code}; "
-                f"restarting in {backoff:.0f}s[/]"
-            )
+            self._output.exited(component.name, code, backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 
 from ioc import services
 from ioc.broker_guard import tansu_guard
 from ioc.commands import services as services_cmd
-from ioc.components import demo_components, wall_display_url
-from ioc.supervisor import Supervisor
+from ioc.component_output import ComponentOutput, LogFiles, PrefixedLines, StatusBoard, Tee
+from ioc.components import demo_components, metrics_urls, wall_display_url
+from ioc.status_view import MetricsProbe, render
+from ioc.supervisor import Guard, Supervisor
 
 console = Console(stderr=True)
 
@@ -22,6 +26,13 @@ def up(
         False, help="leave the services running after Ctrl-C (default: stop those we started)"
     ),
     broker: services_cmd.Broker | None = services_cmd.BROKER_OPTION,
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="every component line on the terminal (default: a status board; the full "
+        "logs are in files, `ioc logs NAME`)",
+    ),
 ) -> None:
     """Run the whole demo: services, then every component, until Ctrl-C."""
     settings = services_cmd.settings_for(broker)
@@ -49,9 +60,35 @@ def up(
             f"Tansu memory cap: {settings.tansu_max_rss_mb} MiB (IOC_TANSU_MAX_RSS_MB); "
             "passing it restarts the broker and the components"
         )
+    names = [c.name for c in components]
+    files = LogFiles(settings.state_dir, names)
+    console.print(f"component logs: {files.directory}/<component>.log (ioc logs NAME -f)")
+    board = StatusBoard(names)
+    guards: list[Guard] = [guard.watch] if guard else []
+    if verbose:
+        output: ComponentOutput = Tee(PrefixedLines(console, names), files)
+    elif console.is_terminal:
+        output = Tee(board, files)
+        guards.append(live_board(console, board, MetricsProbe(metrics_urls())))
+    else:  # no board to redraw: the problems and restarts only, as lines
+        output = Tee(PrefixedLines(console, names, problems_only=True), board, files)
     try:
-        asyncio.run(Supervisor(components, console, [guard.watch] if guard else []).run())
+        asyncio.run(Supervisor(components, console, guards, output).run())
     finally:
+        files.close()
         if started and not keep_services:
             stopped = services.down(settings, tuple(started))
             console.print(f"stopped services: {', '.join(stopped)}")
+
+
+def live_board(console: Console, board: StatusBoard, probe: MetricsProbe) -> Guard:
+    """A supervisor guard that redraws the status board every second until the stop."""
+
+    async def watch(_: Supervisor) -> None:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while True:
+                await probe.poll()
+                live.update(render(board, probe, time.monotonic(), console.width))
+                await asyncio.sleep(1.0)
+
+    return watch

@@ -11,7 +11,8 @@ from events.flood import WATER_STATIONS
 from events.geography import DISTRICTS
 from simulators.model import build_province
 from ws import mapdata
-from ws.mapdata import Point, clip_half_plane, contains, ring_area
+from ws.http import page_config
+from ws.mapdata import Point, centroid, clip_half_plane, contains, ring_area
 
 
 def load(path: Any) -> dict[str, Any]:
@@ -54,6 +55,13 @@ def test_one_approximate_polygon_per_district_tiling_the_province_outline() -> N
     for code, d in DISTRICTS.items():
         inside = [c for c, r in cells.items() if contains(r, (d.lon, d.lat))]
         assert inside == [code], f"seat of {code} lies in {inside}"
+    # The name is written at the cell's centroid, which lies inside the cell.
+    for f in doc["features"]:
+        assert contains(cells[f["id"]], tuple(f["properties"]["label"]))
+
+
+def test_centroid_of_a_square_is_its_middle() -> None:
+    assert centroid([(0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0)]) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("seed", [42, 7])
@@ -65,6 +73,13 @@ def test_every_site_of_the_province_lies_in_its_district_cell(seed: int) -> None
         if not contains(cells[s.district], (s.lon, s.lat))
     ]
     assert outside == []
+
+
+def test_page_config_gives_district_seats_and_station_positions() -> None:
+    config = page_config("t")
+    hd = next(d for d in config["districts"] if d["code"] == "HD")
+    assert (hd["seat_vi"], hd["lat"], hd["lon"]) == ("Phường Trần Hưng Đạo", 20.9373, 106.3146)
+    assert all({"lat", "lon"} <= set(s) for s in config["water_stations"])
 
 
 def test_stations_file_marks_every_water_and_air_station_where_the_model_puts_it() -> None:

@@ -122,6 +122,19 @@ def ring_area(ring: Sequence[Point]) -> float:
     )
 
 
+def centroid(ring: Sequence[Point]) -> Point:
+    """The area centroid of a simple polygon: where the wall writes the district's name
+    (the seat itself is crowded with the district's station markers)."""
+    a = ring_area(ring)
+    cx = cy = 0.0
+    for i in range(len(ring)):
+        (x0, y0), (x1, y1) = ring[i - 1], ring[i]
+        cross = x0 * y1 - x1 * y0
+        cx += (x0 + x1) * cross
+        cy += (y0 + y1) * cross
+    return cx / (6.0 * a), cy / (6.0 * a)
+
+
 def contains(ring: Sequence[Point], p: Point) -> bool:
     """Whether ``p`` lies inside ``ring`` (even-odd rule; a closing vertex is ignored)."""
     inside = False
@@ -152,6 +165,7 @@ def districts_geojson() -> dict[str, Any]:
                 "name_en": d.name_en,
                 "seat_vi": d.seat_vi,
                 "seat": [d.lon, d.lat],
+                "label": [round(c, 5) for c in centroid(cells[code])],
             },
             "geometry": {"type": "Polygon", "coordinates": [_ring(cells[code])]},
         }

@@ -12,7 +12,16 @@ peak, a pollution episode) must pass so the operators see them.
 from __future__ import annotations
 
 from events.event_types_systems import SEVERITIES, SYSTEM_TYPES
-from events.schema import DISTRICT_FIELD, EventType, choice, integer, number, text
+from events.schema import (
+    DISTRICT_FIELD,
+    LAT_FIELD,
+    LON_FIELD,
+    EventType,
+    choice,
+    integer,
+    number,
+    text,
+)
 
 _TRAFFIC = (
     EventType(
@@ -26,6 +35,8 @@ _TRAFFIC = (
         fields=(
             text("segment_id", "road segment id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             integer("vehicle_count", "vehicles", 0, 20_000, "vehicles in the interval"),
             number("avg_speed_kmh", "km/h", 0, 200, "mean speed of the vehicles counted"),
             number("occupancy_pct", "%", 0, 100, "share of time the detector was occupied"),
@@ -51,6 +62,8 @@ _TRAFFIC = (
         fields=(
             text("segment_id", "road segment id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             text("incident_id", "incident id, the same when it is cleared"),
             choice(
                 "kind",
@@ -85,6 +98,8 @@ _AIR = (
         fields=(
             text("station_id", "monitoring station id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             number("pm25", "µg/m³", 0, 1000, "PM2.5"),
             number("pm10", "µg/m³", 0, 2000, "PM10"),
             number("no2", "µg/m³", 0, 5000, "NO2", required=False),
@@ -97,6 +112,8 @@ _AIR = (
         example={
             "station_id": "HD-AQ-001",
             "district": "HD",
+            "lat": 20.91093,
+            "lon": 106.31325,
             "pm25": 42.3,
             "pm10": 68.0,
             "no2": 35.2,
@@ -119,11 +136,19 @@ _WATER = (
         fields=(
             text("station_id", "hydrological station id (events.flood.WATER_STATIONS)"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             number("level_m", "m", -10, 50, "water level above the national datum"),
             number("flow_m3s", "m³/s", 0, 50_000, "discharge", required=False),
             number("rainfall_mm", "mm", 0, 1000, "rain since the last report", required=False),
         ),
-        example={"station_id": "HD-TV-PL", "district": "CL", "level_m": 4.12},
+        example={
+            "station_id": "HD-TV-PL",
+            "district": "CL",
+            "lat": 21.117,
+            "lon": 106.3,
+            "level_m": 4.12,
+        },
     ),
     EventType(
         type="vn.ioc.water.quality",
@@ -135,6 +160,8 @@ _WATER = (
         fields=(
             text("site_id", "plant or sampling point id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             number("ph", "pH", 0, 14, "acidity"),
             number("turbidity_ntu", "NTU", 0, 1000, "turbidity"),
             number("chlorine_mg_l", "mg/L", 0, 10, "free residual chlorine", required=False),
@@ -160,6 +187,8 @@ _ENERGY = (
         fields=(
             text("meter_id", "feeder meter id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             number("energy_kwh", "kWh", 0, 1_000_000, "energy in the interval"),
             number("load_kw", "kW", 0, 500_000, "mean load in the interval"),
             number("power_factor", None, 0, 1, "power factor", required=False),
@@ -184,6 +213,8 @@ _ENERGY = (
         fields=(
             text("cabinet_id", "control cabinet id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             integer("lamps_on", "lamps", 0, 5000, "lamps switched on"),
             integer("lamps_total", "lamps", 1, 5000, "lamps on the cabinet"),
             number("power_kw", "kW", 0, 2000, "power drawn"),
@@ -208,6 +239,8 @@ _ENERGY = (
         fields=(
             text("feeder_id", "feeder id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             choice("status", ("started", "restored"), "started or restored"),
             integer("customers_affected", "customers", 0, 1_000_000, "customers without power"),
             choice(
@@ -235,6 +268,8 @@ _PARKING = (
         fields=(
             text("lot_id", "parking lot id"),
             DISTRICT_FIELD,
+            LAT_FIELD,
+            LON_FIELD,
             integer("occupied", "spaces", 0, 20_000, "occupied spaces"),
             integer("capacity", "spaces", 1, 20_000, "spaces of the lot"),
         ),

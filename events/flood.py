@@ -33,6 +33,10 @@ class WaterStation:
     river: str
     district: str  # district code (events.geography)
     alarm_levels: tuple[float, float, float]  # BĐ I, II, III in metres
+    # Where it stands, WGS 84 degrees: approximate positions on its river (a few hundred
+    # metres to a couple of kilometres off), inside its district's cell of the wall's map.
+    lat: float
+    lon: float
 
     def alarm_level(self, level_m: float) -> int:
         """0 below BĐ I; 1, 2 or 3 once the level reaches BĐ I, II or III."""
@@ -51,13 +55,21 @@ def classify(alarm_levels: tuple[float, float, float], level_m: float) -> int:
 
 
 _STATIONS = (
-    WaterStation("HD-TV-PL", "Phả Lại", "sông Thái Bình", "CL", (4.00, 5.00, 6.00)),
-    WaterStation("HD-TV-CK", "Cát Khê", "sông Thái Bình", "HD", (3.50, 4.30, 5.00)),
-    WaterStation("HD-TV-BB", "Bến Bình", "sông Kinh Thầy", "KM", (3.50, 4.00, 4.50)),
-    WaterStation("HD-TV-AP", "An Phụ", "sông Kinh Môn", "KM", (2.10, 2.50, 2.90)),
-    WaterStation("HD-TV-QD", "Quảng Đạt", "sông Rạng", "TK", (2.20, 2.50, 2.90)),
-    WaterStation("HD-TV-BN", "Bá Nha", "sông Gùa", "NG", (2.10, 2.40, 2.70)),
-    WaterStation("HD-TV-LT", "La Tiến", "sông Luộc", "NG", (4.20, 4.70, 5.20)),
+    WaterStation(
+        "HD-TV-PL", "Phả Lại", "sông Thái Bình", "CL", (4.00, 5.00, 6.00), 21.1170, 106.3000
+    ),
+    WaterStation(
+        "HD-TV-CK", "Cát Khê", "sông Thái Bình", "HD", (3.50, 4.30, 5.00), 20.9500, 106.3450
+    ),
+    WaterStation(
+        "HD-TV-BB", "Bến Bình", "sông Kinh Thầy", "KM", (3.50, 4.00, 4.50), 21.0500, 106.4500
+    ),
+    WaterStation(
+        "HD-TV-AP", "An Phụ", "sông Kinh Môn", "KM", (2.10, 2.50, 2.90), 21.0450, 106.5600
+    ),
+    WaterStation("HD-TV-QD", "Quảng Đạt", "sông Rạng", "TK", (2.20, 2.50, 2.90), 20.8000, 106.4600),
+    WaterStation("HD-TV-BN", "Bá Nha", "sông Gùa", "NG", (2.10, 2.40, 2.70), 20.7400, 106.3400),
+    WaterStation("HD-TV-LT", "La Tiến", "sông Luộc", "NG", (4.20, 4.70, 5.20), 20.6700, 106.3600),
 )
 
 WATER_STATIONS: Mapping[str, WaterStation] = MappingProxyType({s.station_id: s for s in _STATIONS})

@@ -212,6 +212,9 @@ class AlertRecord:
         default=False,
         metadata=wire("raised on a window still open (provisional)", optional=True),
     )
+    # The English title beside the Vietnamese one, for the wall's other language. Optional:
+    # records written before it existed lack it, and the wall then shows ``title``.
+    title_en: str | None = field(default=None, metadata=wire("the title in English", optional=True))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"schema": self.SCHEMA, **asdict(self)}
@@ -247,6 +250,7 @@ class AlertRecord:
                 revision=int(d.get("revision", 0)),
                 window_start=parse_time(d["window_start"]) if d.get("window_start") else None,
                 on_live_window=bool(d.get("on_live_window", False)),
+                title_en=None if d.get("title_en") is None else str(d["title_en"]),
             )
         except KeyError as exc:
             raise InvalidEventError("missing_attribute", f"alert record lacks {exc}") from exc

@@ -130,3 +130,7 @@ def flag(name: str, description: str, *, required: bool = True) -> FieldSpec:
 
 
 DISTRICT_FIELD = text("district", "district code (events.geography), the KPI district scope")
+# Where a fixed sensor stands (WGS 84 degrees). Optional: producers without a registry of
+# positions leave them out; the wall places a station by its id when they do.
+LAT_FIELD = number("lat", "°", -90, 90, "latitude of the sensor (WGS 84)", required=False)
+LON_FIELD = number("lon", "°", -180, 180, "longitude of the sensor (WGS 84)", required=False)

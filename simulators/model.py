@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from events.flood import WATER_STATIONS
-from events.geography import DISTRICTS
+from events.geography import DISTRICTS, place_near_seat
 
 # Roads that cross each district (national routes QL, provincial routes ĐT, city streets).
 ROADS: Mapping[str, tuple[str, ...]] = {
@@ -53,6 +53,10 @@ class Site:
     kind: str
     params: Mapping[str, float] = field(default_factory=dict)
     label: str = ""
+    # Where it stands (WGS 84 degrees): near its district's seat, or a hydrological
+    # station's own position. Sensor events carry it as data.lat/data.lon.
+    lat: float = 0.0
+    lon: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +116,16 @@ class _Builder:
         self.next_index = 0
 
     def site(
-        self, site_id: str, district: str, kind: str, label: str = "", **params: float
+        self,
+        site_id: str,
+        district: str,
+        kind: str,
+        label: str = "",
+        at: tuple[float, float] | None = None,
+        **params: float,
     ) -> Site:
-        s = Site(self.next_index, site_id, district, kind, dict(params), label)
+        lat, lon = at or place_near_seat(district, site_id)
+        s = Site(self.next_index, site_id, district, kind, dict(params), label, lat, lon)
         self.next_index += 1
         return s
 
@@ -221,6 +232,7 @@ def build_province(seed: int = 42) -> Province:
             ws.district,
             "water_station",
             label=ws.river,
+            at=(ws.lat, ws.lon),
             # Normal level: a little below BĐ I; the gap to BĐ III sets the surge height.
             base_m=ws.alarm_levels[0] - rng.uniform(0.6, 1.2),
             alarm1=ws.alarm_levels[0],

@@ -56,6 +56,8 @@ def traffic_observed(state: SimState, site: Site, m: Moment, t: float) -> dict[s
     return {
         "segment_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "vehicle_count": round(count),
         "avg_speed_kmh": round(speed, 1),
         "occupancy_pct": round(min(100.0, occupancy), 1),
@@ -70,6 +72,8 @@ def traffic_incident(
     return {
         "segment_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "incident_id": incident_id,
         "kind": kind,
         "severity": severity,
@@ -120,6 +124,8 @@ def air_observed(state: SimState, site: Site, m: Moment, t: float) -> dict[str, 
     return {
         "station_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "pm25": round(max(0.0, pm25), 1),
         "pm10": round(max(0.0, pm10), 1),
         "no2": round(max(0.0, no2), 1),
@@ -152,6 +158,8 @@ def water_observed(state: SimState, site: Site, m: Moment, t: float) -> dict[str
     return {
         "station_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "level_m": round(level, 2),
         "flow_m3s": round(max(0.0, 350.0 + 900.0 * max(0.0, rise)) * rng.gauss(1.0, 0.03), 0),
         "rainfall_mm": round(rng.uniform(4.0, 25.0) * e if raining else 0.0, 1),
@@ -166,6 +174,8 @@ def water_quality(state: SimState, site: Site, m: Moment, t: float) -> dict[str,
     return {
         "site_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "ph": round(rng.gauss(7.2, 0.08), 2),
         "turbidity_ntu": round(max(0.0, turbidity * rng.gauss(1.0, 0.1)), 2),
         "chlorine_mg_l": round(max(0.0, rng.gauss(0.42, 0.04)), 2),
@@ -179,6 +189,8 @@ def energy_metered(state: SimState, site: Site, m: Moment, t: float) -> dict[str
     return {
         "meter_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "energy_kwh": round(load * REPORT_INTERVAL_S / 3600.0, 2),
         "load_kw": round(load, 1),
         "power_factor": round(min(1.0, rng.gauss(0.93, 0.015)), 3),
@@ -197,6 +209,8 @@ def energy_outage(state: SimState, site: Site, m: Moment, t: float) -> dict[str,
         return {
             "feeder_id": feeder_id,
             "district": feeder.district,
+            "lat": feeder.lat,
+            "lon": feeder.lon,
             "status": "restored",
             "customers_affected": round(customers),
         }
@@ -205,6 +219,8 @@ def energy_outage(state: SimState, site: Site, m: Moment, t: float) -> dict[str,
     return {
         "feeder_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "status": "started",
         "customers_affected": round(customers),
         "cause": rng.choice(("fault", "maintenance", "weather", "overload")),
@@ -223,6 +239,8 @@ def streetlight(state: SimState, site: Site, m: Moment, t: float) -> dict[str, A
     return {
         "cabinet_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "lamps_on": on,
         "lamps_total": total,
         "power_kw": round(on * p["lamp_kw"] * rng.gauss(1.0, 0.02), 2) if on else 0.0,
@@ -258,6 +276,8 @@ def parking(state: SimState, site: Site, m: Moment, t: float) -> dict[str, Any]:
     return {
         "lot_id": site.site_id,
         "district": site.district,
+        "lat": site.lat,
+        "lon": site.lon,
         "occupied": min(capacity, round(share * capacity)),
         "capacity": capacity,
     }

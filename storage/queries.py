@@ -29,7 +29,8 @@ _KPI_SELECT = (
 )
 _ALERT_SELECT = (
     "alert_id, rule, subject, state, severity, level, title, kpi, value, threshold, "
-    "raised_at, updated_at, acknowledged_by, assignee, revision, window_start, on_live_window"
+    "raised_at, updated_at, acknowledged_by, assignee, revision, window_start, on_live_window, "
+    "title_en"
 )
 
 
@@ -75,6 +76,7 @@ def _alert(row: Sequence[Any]) -> AlertRecord:
         revision=int(row[14]),
         window_start=row[15],
         on_live_window=bool(row[16]),
+        title_en=row[17],
     )
 
 

@@ -53,6 +53,7 @@ ALERT_COLUMNS: tuple[str, ...] = (
     "revision",
     "window_start",
     "on_live_window",
+    "title_en",
 )
 EVENT_COLUMNS: tuple[str, ...] = ("time", "type", "source", "id", "district", "data")
 
@@ -126,6 +127,7 @@ def alert_row(rec: AlertRecord) -> Row:
         rec.revision,
         rec.window_start,
         rec.on_live_window,
+        rec.title_en,
     )
 
 

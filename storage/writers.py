@@ -152,7 +152,8 @@ ALERTS = StagedMerge(
         "alert_id text, rule text, subject text, state text, severity text, level integer, "
         "title text, kpi text, value double precision, threshold double precision, "
         "raised_at timestamptz, updated_at timestamptz, acknowledged_by text, "
-        "assignee text, revision bigint, window_start timestamptz, on_live_window boolean"
+        "assignee text, revision bigint, window_start timestamptz, on_live_window boolean, "
+        "title_en text"
     ),
     columns=ALERT_COLUMNS,
     merges=(

@@ -9,7 +9,8 @@ import pytest
 from events.flood import WATER_STATIONS, alarm_level
 from events.records import AlertCommand, AlertRecord, KpiRecord
 from streams.alerts.engine import AlertEngine
-from streams.alerts.records import alert_id_for
+from streams.alerts.records import alert_id_for, alert_title
+from streams.alerts.rules import RULES
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 STATION = sorted(WATER_STATIONS)[0]
@@ -153,6 +154,13 @@ def test_flood_alarm_levels_escalate_in_order_and_clear_with_hysteresis() -> Non
     ]
     assert [alarm_level(STATION, values[m]) for m, _ in out[:3]] == [1, 2, 3]
     assert "BĐ III" in out[2][1].title
+    # Both languages, built the same way: rule title, level, subject.
+    name = WATER_STATIONS[STATION].name
+    assert out[0][1].title == f"Mực nước vượt báo động – BĐ I: {name}"
+    assert out[0][1].title_en == f"Water level above flood alarm level – level I: {name} station"
+    assert out[2][1].title_en == (
+        f"Water level above flood alarm level – level III: {name} station"
+    )
     assert {r.alert_id for _, r in out} == {out[0][1].alert_id}
 
 
@@ -409,3 +417,14 @@ def test_a_live_value_breaching_again_holds_the_clear() -> None:
     assert feed(engine, [aqi(11, 160, final=False), aqi(10, 120)]) == []
     [cleared] = feed(engine, [aqi(11, 125)])
     assert cleared.state == "cleared"
+
+
+def test_alert_titles_in_both_languages_name_the_rule_level_and_subject() -> None:
+    aqi = next(r for r in RULES if r.id == "air.aqi.high")
+    assert alert_title(aqi, "district:HD", 1) == (
+        "Chất lượng không khí xấu (VN_AQI > 150): Thành phố Hải Dương"
+    )
+    assert alert_title(aqi, "district:HD", 1, "en") == (
+        "Poor air quality (VN_AQI > 150): Hai Duong City"
+    )
+    assert alert_title(aqi, "city", 2, "en").endswith(" – level 2: whole province")

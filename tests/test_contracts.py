@@ -148,6 +148,7 @@ alert_records = st.builds(
     revision=st.integers(0, 2**31),
     window_start=st.none() | times,
     on_live_window=st.booleans(),
+    title_en=st.none() | st.text(),
 )
 alert_commands = st.sampled_from(["ack", "clear", "assign"]).flatmap(
     lambda command: st.builds(

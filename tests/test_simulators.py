@@ -4,6 +4,7 @@ faults, injections and pacing. No broker needed."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import urllib.request
 from collections import Counter
@@ -17,7 +18,8 @@ from events.aqi import vn_aqi
 from events.catalogue import EVENT_TYPES, key_for
 from events.envelope import decode, encode
 from events.errors import ConfigurationError, InvalidEventError
-from events.flood import alarm_level
+from events.flood import WATER_STATIONS, alarm_level
+from events.geography import DISTRICTS, SITE_RADIUS_KM
 from simulators.command import RateMeter, render
 from simulators.generator import ProvinceSimulator
 from simulators.injection import MALFORMED_KINDS, Injector, malformed_bytes
@@ -103,6 +105,49 @@ def test_every_generated_event_validates_and_every_type_is_produced(
     assert {e["type"] for e in events} == set(EVENT_TYPES)
     times = [epoch(e) for e in events]
     assert times == sorted(times)
+
+
+def test_sensor_events_carry_the_position_of_their_site_near_its_district_seat(
+    all_scenarios: tuple[ProvinceSimulator, ScenarioRun, list[dict[str, Any]]],
+) -> None:
+    sim, _, events = all_scenarios
+    located = {t for t, et in EVENT_TYPES.items() if et.field("lat") is not None}
+    assert located == {
+        f"vn.ioc.{n}"
+        for n in (
+            "traffic.observed",
+            "traffic.incident",
+            "air.observed",
+            "water.observed",
+            "water.quality",
+            "energy.metered",
+            "energy.streetlight",
+            "energy.outage",
+            "parking.occupancy",
+        )
+    }
+    seen = set()
+    for e in events:
+        if e["type"] not in located or "lat" not in e["data"]:
+            continue  # an injected malformed event may lack any field
+        site = sim.province.site(str(e["data"][EVENT_TYPES[e["type"]].key_field]))
+        assert (e["data"]["lat"], e["data"]["lon"]) == (site.lat, site.lon)
+        seen.add(e["type"])
+    assert seen == located
+    for site in sim.province.all_sites():
+        seat = DISTRICTS[site.district]
+        km_north = (site.lat - seat.lat) * 111.32
+        km_east = (site.lon - seat.lon) * 111.32 * math.cos(math.radians(seat.lat))
+        if site.kind == "water_station":
+            station = WATER_STATIONS[site.site_id]  # a real place on its river
+            assert (site.lat, site.lon) == (station.lat, station.lon)
+        else:
+            assert 0.4 - 1e-6 <= math.hypot(km_north, km_east) <= SITE_RADIUS_KM + 1e-6
+    # Hashed from the id, not drawn: another seed puts every site at the same place.
+    other = build_province(sim.province.seed + 1)
+    assert [(s.lat, s.lon) for s in other.air_stations] == [
+        (s.lat, s.lon) for s in sim.province.air_stations
+    ]
 
 
 # -- scenario shapes ------------------------------------------------------------------

@@ -107,14 +107,15 @@ async def test_migrations_from_empty_then_rerun_is_a_no_op(empty_database: str) 
     finally:
         await conn.close()
     assert edition == "apache"  # what this machine runs
-    assert [m.version for m in applied] == [1, 2, 4]  # 0003 needs the full edition
+    assert [m.version for m in applied] == [1, 2, 4, 5]  # 0003 needs the full edition
     assert again == []
-    assert sorted(recorded) == [1, 2, 4]
+    assert sorted(recorded) == [1, 2, 4, 5]
     assert {s.version: s.state for s in states} == {
         1: "applied",
         2: "applied",
         3: "skipped (needs full edition)",
         4: "applied",
+        5: "applied",
     }
     assert hypertables == {"kpi_windows", "events"}
 
@@ -126,7 +127,7 @@ async def test_concurrent_migrations_take_turns(empty_database: str) -> None:
     finally:
         for c in conns:
             await c.close()
-    assert sorted(len(r) for r in results) == [0, 0, 3]  # 0001, 0002, 0004
+    assert sorted(len(r) for r in results) == [0, 0, 4]  # 0001, 0002, 0004, 0005
 
 
 async def test_plain_postgresql_is_refused(database_url: str) -> None:
@@ -212,7 +213,9 @@ async def test_alert_state_and_history(
     await writers.ALERTS.write(
         db, [alert_row(alert(a, "raised", 0, 0)), alert_row(alert(b, "raised", 0, 1))]
     )
-    live = replace(alert(a, "acknowledged", 1, 2), window_start=T0, on_live_window=True)
+    live = replace(
+        alert(a, "acknowledged", 1, 2), window_start=T0, on_live_window=True, title_en="Flood"
+    )
     await writers.ALERTS.write(db, [alert_row(live), alert_row(alert(b, "cleared", 1, 3))])
     # Replayed older transition: history unchanged, state unchanged.
     await writers.ALERTS.write(db, [alert_row(alert(a, "raised", 0, 0))])
@@ -220,6 +223,7 @@ async def test_alert_state_and_history(
     assert active[a].state == "acknowledged" and active[a].acknowledged_by == "op1"
     # The window that raised it, and that it was live then (the wall marks it), come back.
     assert (active[a].window_start, active[a].on_live_window) == (T0, True)
+    assert (active[a].title_en, active[b].title_en if b in active else None) == ("Flood", None)
     assert b not in active
     history = [
         (h.alert_id, h.revision)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import math
+import os
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,12 +22,17 @@ from events import topics
 from events.flood import WATER_STATIONS
 from events.geography import DISTRICTS
 from events.records import AlertCommand, AlertRecord, KpiRecord
+from simulators.model import build_province
 from tests.db_helpers import migrated, open_alerts
+from ws import mapdata
 from ws.app import WsApp
 from ws.settings import WsSettings
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "wall.png"
+# Minutes (ago) with no AQI window in the history: the chart must show a gap there.
+AQI_GAP = range(91, 101)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -71,7 +80,8 @@ def history_records() -> list[KpiRecord]:
     records: list[KpiRecord] = []
     for ago in range(180, 0, -1):
         phase = math.sin(ago / 180 * 2 * math.pi)
-        records.append(window("air.aqi.vn", "city", 100 + 25 * phase + (ago % 7), ago))
+        if ago not in AQI_GAP:
+            records.append(window("air.aqi.vn", "city", 100 + 25 * phase + (ago % 7), ago))
         records.append(window("traffic.speed.avg", "city", 34 - 6 * phase - (ago % 5) / 2, ago))
         records.append(window("water.level.max", "city", 3.2 + 0.9 * (180 - ago) / 180, ago))
         records.append(window("emergency.calls.count", "city", 3 + (ago // 12) % 5, ago))
@@ -84,11 +94,15 @@ def live_records() -> list[KpiRecord]:
     aqi_by_rank = [45, 72, 95, 118, 128, 160, 88, 64, 135, 210, 99, 77]
     for i, code in enumerate(DISTRICTS):
         records.append(window("air.aqi.vn", f"district:{code}", aqi_by_rank[i % 12]))
-        records.append(window("traffic.occupancy.avg", f"district:{code}", 40 + 4 * i))
+        # Hải Dương city: lanes 90 % occupied (orange), everything else there is normal.
+        occupancy = 90 if code == "HD" else 40 + 4 * i
+        records.append(window("traffic.occupancy.avg", f"district:{code}", occupancy))
     for i, station in enumerate(WATER_STATIONS.values()):
         lo, mid, _hi = station.alarm_levels
         level = mid + 0.2 if i == 0 else lo - 0.5 + 0.1 * i
         records.append(window("water.level.max", f"station:{station.station_id}", level))
+    for i, site in enumerate(build_province().air_stations):
+        records.append(window("air.aqi.vn", f"station:{site.site_id}", 60 + 7 * i))
     return records
 
 
@@ -142,6 +156,9 @@ async def test_wall_fills_live_and_operator_acknowledges(
             await page.clock.install()  # real time flows; lets the test jump ahead later
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # Offline: the page (map included: no tiles) asks nothing of any other host.
+            requests: list[str] = []
+            page.on("request", lambda req: requests.append(req.url))
             history = history_records()
             for rec in history:
                 await producer.send(topics.KPI, rec.to_json(), key=rec.scope.encode())
@@ -164,9 +181,47 @@ async def test_wall_fills_live_and_operator_acknowledges(
             )
             await expect(page.locator("#staleness")).to_contain_text("cập nhật")
             # The charts have the last 3 hours from the snapshot (windows that started
-            # 179..1 minutes ago; the one 180 minutes ago began before the cut) + the live one.
+            # 179..1 minutes ago; the one 180 minutes ago began before the cut) + the live one,
+            # but for the ten minutes without an AQI window.
             points = await page.evaluate("window.iocWall.state().points")
-            assert 179 <= points["air.aqi.vn|city"] <= 180  # 179 if a minute turned meanwhile
+            assert 169 <= points["air.aqi.vn|city"] <= 170  # 169 if a minute turned meanwhile
+            # Those ten minutes are nulls in the plotted data: uPlot leaves a gap, no line.
+            await page.wait_for_function(
+                "window.iocWall.chart('air.aqi.vn')[0].length >= 179", polling=50
+            )
+            xs, ys = await page.evaluate("window.iocWall.chart('air.aqi.vn')")
+            gap = [x for x, y in zip(xs, ys, strict=True) if y is None]
+            assert len(gap) == len(AQI_GAP)
+            assert gap == [gap[0] + 60 * i for i in range(len(AQI_GAP))]
+            assert all(b - a == 60 for a, b in itertools.pairwise(xs))
+
+            # The map: one polygon per district of the shipped GeoJSON, one marker per
+            # station, with the station's live value beside it.
+            await expect(page.locator("#map path[data-district]")).to_have_count(len(DISTRICTS))
+            stations = json.loads(mapdata.STATIONS_FILE.read_text(encoding="utf-8"))
+            await expect(page.locator("#map path[data-station]")).to_have_count(
+                len(stations["features"])
+            )
+            first_air = build_province().air_stations[0].site_id
+            await expect(page.locator(f'.station-value[data-station="{first_air}"]')).to_have_text(
+                "60"
+            )
+            pl = page.locator('.station-value[data-station="HD-TV-PL"]')
+            await expect(pl).to_have_text(
+                f"{WATER_STATIONS['HD-TV-PL'].alarm_levels[1] + 0.2:.2f}".replace(".", ",")
+                + " m BĐ II"
+            )
+            await expect(page.locator('#map [data-district="HD"]')).to_have_attribute(
+                "data-status", "2"
+            )
+            # The marker in the colour of its alarm level (BĐ II: orange).
+            await expect(page.locator('#map path[data-station="HD-TV-PL"]')).to_have_attribute(
+                "fill", "#f97316"
+            )
+            cl = page.locator('#map [data-district="CL"]')
+            # Chí Linh: Phả Lại at BĐ II (orange) before any alert.
+            await expect(cl).to_have_attribute("data-status", "2")
+            await expect(cl).to_have_attribute("fill", "#f97316")
 
             alert_id = f"flood-{uuid.uuid4().hex[:8]}"
             station = next(iter(WATER_STATIONS.values()))
@@ -178,6 +233,7 @@ async def test_wall_fills_live_and_operator_acknowledges(
                 severity="critical",
                 level=2,
                 title=f"Mực nước trạm {station.name} vượt BĐ II",
+                title_en=f"Water level at {station.name} station above level II",
                 kpi="water.level.max",
                 value=station.alarm_levels[1] + 0.2,
                 threshold=station.alarm_levels[1],
@@ -186,23 +242,20 @@ async def test_wall_fills_live_and_operator_acknowledges(
                 window_start=datetime.now(UTC).replace(second=0, microsecond=0),
                 on_live_window=True,  # raised before its window was final
             )
-            minor = AlertRecord(
-                **{
-                    **raised.to_dict(),
-                    "alert_id": f"aqi-{alert_id}",
-                    "rule": "air.aqi.high",
-                    "subject": "district:TK",
-                    "severity": "warning",
-                    "level": 1,
-                    "title": "AQI huyện Tứ Kỳ ở mức Xấu",
-                    "kpi": "air.aqi.vn",
-                    "value": 210.0,
-                    "threshold": 200.0,
-                    "raised_at": raised.raised_at,
-                    "updated_at": raised.updated_at,
-                    "window_start": None,
-                    "on_live_window": False,
-                }
+            minor = replace(
+                raised,
+                alert_id=f"aqi-{alert_id}",
+                rule="air.aqi.high",
+                subject="district:TK",
+                severity="warning",
+                level=1,
+                title="AQI huyện Tứ Kỳ ở mức Xấu",
+                title_en=None,  # a record from before title_en: Vietnamese in both languages
+                kpi="air.aqi.vn",
+                value=210.0,
+                threshold=200.0,
+                window_start=None,
+                on_live_window=False,
             )
             for a in (minor, raised):
                 await producer.send_and_wait(topics.ALERTS, a.to_json(), key=a.alert_id.encode())
@@ -220,21 +273,39 @@ async def test_wall_fills_live_and_operator_acknowledges(
                 "title", "Báo theo giá trị tạm tính của một cửa sổ chưa chốt"
             )
             await expect(page.locator(f'[data-alert-id="aqi-{alert_id}"] .live')).to_be_hidden()
+
+            # A critical alert on Phả Lại turns its district, Chí Linh, red.
+            await expect(cl).to_have_attribute("data-status", "3")
+            await expect(cl).to_have_attribute("fill", "#ef4444")
+            # Clicking a district filters the alerts to it; the chip (or the same
+            # district again) shows them all.
+            items = page.locator("#alerts li")
+            await cl.click()
+            await expect(page.locator("#alert-filter")).to_have_text("Lọc: Thành phố Chí Linh ✕")
+            await expect(items).to_have_count(1)
+            await expect(item).to_be_visible()
+            tk = page.locator('#map [data-district="TK"]')
+            await tk.click()
+            await expect(items).to_have_count(1)
+            await expect(page.locator(f'[data-alert-id="aqi-{alert_id}"]')).to_be_visible()
+            await expect(tk).to_have_attribute("data-selected", "true")
+            await tk.click()
+            await expect(page.locator("#alert-filter")).to_be_hidden()
+            await expect(items).to_have_count(2)
+            await cl.click()
+            await page.locator("#alert-filter").click()
+            await expect(items).to_have_count(2)
             await item.locator("button.ack").click()
 
             cmd = await next_command(commands, alert_id)
             assert (cmd.command, cmd.by) == ("ack", "trực ban")
             # What the alert worker does with the command: echo the new state.
-            acked = AlertRecord(
-                **{
-                    **raised.to_dict(),
-                    "state": "acknowledged",
-                    "acknowledged_by": cmd.by,
-                    "revision": 1,
-                    "raised_at": raised.raised_at,
-                    "updated_at": datetime.now(UTC),
-                    "window_start": raised.window_start,
-                }
+            acked = replace(
+                raised,
+                state="acknowledged",
+                acknowledged_by=cmd.by,
+                revision=1,
+                updated_at=datetime.now(UTC),
             )
             await producer.send_and_wait(topics.ALERTS, acked.to_json(), key=alert_id.encode())
             await expect(item).to_have_attribute("data-state", "acknowledged")
@@ -259,15 +330,27 @@ async def test_wall_fills_live_and_operator_acknowledges(
             )
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "wall.png"))
+            # The picture in the README (the wall with live data on its map), rewritten
+            # only when asked: IOC_UPDATE_SCREENSHOT=1 (a test run leaves the tree clean).
+            if os.environ.get("IOC_UPDATE_SCREENSHOT") == "1":
+                await page.screenshot(path=str(SCREENSHOT))
 
             await page.locator("#lang").click()
             await expect(page.locator(".subtitle")).to_have_text("Intelligent Operations Center")
             await expect(aqi_tile.locator(".badge")).to_have_text("Poor")
+            # Alert titles in English where the record has one, else the Vietnamese title.
+            await expect(item.locator(".title")).to_have_text(raised.title_en or "")
+            await expect(page.locator(f'[data-alert-id="aqi-{alert_id}"] .title')).to_have_text(
+                minor.title
+            )
+            await expect(page.locator(".map-note")).to_contain_text("Approximate boundaries")
             # Data stops: the header says how old the last update is.
             await page.clock.fast_forward("02:30")
             await expect(page.locator("#staleness")).to_have_text("last update 2 min ago")
             await expect(page.locator("#staleness")).to_have_class("staleness stale")
             assert errors == []
+            host = wall.server.url.split("//", 1)[1]
+            assert requests and all(u.split("//", 1)[1].startswith(host) for u in requests)
             await browser.close()
     finally:
         await commands.stop()

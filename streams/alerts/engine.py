@@ -297,6 +297,7 @@ class AlertEngine:
                 threshold=thresholds[level - 1],
                 severity=severity_at(rule, level),
                 title=alert_title(rule, subject, level),
+                title_en=alert_title(rule, subject, level, "en"),
                 on_live_window=live,
                 window_start=_dt(newest),
             )
@@ -377,6 +378,7 @@ class AlertEngine:
             severity=severity_at(rule, level),
             level=level,
             title=alert_title(rule, subject, level),
+            title_en=alert_title(rule, subject, level, "en"),
             kpi=rule.kpi,
             value=value,
             threshold=thresholds[level - 1],

@@ -20,21 +20,30 @@ def alert_id_for(rule_id: str, subject: str, raised_at: datetime) -> str:
     return f"al-{digest.hexdigest()[:20]}"
 
 
-def subject_label(subject: str) -> str:
+def subject_label(subject: str, lang: str = "vi") -> str:
     kind, _, code = subject.partition(":")
     if kind == "district" and code in DISTRICTS:
-        return DISTRICTS[code].name_vi
+        d = DISTRICTS[code]
+        return d.name_en if lang == "en" else d.name_vi
     if kind == "station" and code in WATER_STATIONS:
-        return WATER_STATIONS[code].name
-    return "toàn tỉnh" if subject == "city" else code or subject
+        name = WATER_STATIONS[code].name
+        return f"{name} station" if lang == "en" else name
+    if subject == "city":
+        return "whole province" if lang == "en" else "toàn tỉnh"
+    return code or subject
 
 
-def alert_title(rule: Rule, subject: str, level: int) -> str:
-    """Vietnamese first: the wall's default language."""
-    suffix = f" – BĐ {_ROMAN[level]}" if isinstance(rule, AlarmLevelRule) else ""
-    if isinstance(rule, ThresholdRule) and level > 1:
-        suffix = f" – mức {level}"
-    return f"{rule.title_vi}{suffix}: {subject_label(subject)}"
+def alert_title(rule: Rule, subject: str, level: int, lang: str = "vi") -> str:
+    """Vietnamese by default (the wall's first language, the record's ``title``);
+    ``lang="en"`` gives the record's ``title_en``, built the same way."""
+    en = lang == "en"
+    suffix = ""
+    if isinstance(rule, AlarmLevelRule):
+        suffix = f" – {'level' if en else 'BĐ'} {_ROMAN[level]}"
+    elif isinstance(rule, ThresholdRule) and level > 1:
+        suffix = f" – {'level' if en else 'mức'} {level}"
+    text = rule.title_en if en else rule.title_vi
+    return f"{text}{suffix}: {subject_label(subject, lang)}"
 
 
 def latest_by_id(records: Iterable[AlertRecord]) -> Mapping[str, AlertRecord]:

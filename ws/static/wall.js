@@ -19,6 +19,8 @@
       pm25: "PM2.5", per_min: "/phút", load: "Phụ tải",
       live_window: "Tạm tính", live_window_hint: "Báo theo giá trị tạm tính của một cửa sổ chưa chốt",
       broker_restart: "Máy chủ sự kiện (broker) khởi động lại lúc {t} để giải phóng bộ nhớ; dữ liệu đang truyền có thể mất",
+      map_note: "Ranh giới gần đúng: vùng gần trụ sở mỗi huyện nhất (Voronoi), không phải địa giới đo đạc",
+      filtered: "Lọc: {d} ✕", filter_hint: "Bấm để hiện tất cả cảnh báo", water_level: "Mực nước",
     },
     en: {
       title: "Intelligent Operations Center", map: "District status map",
@@ -37,6 +39,8 @@
       pm25: "PM2.5", per_min: "/min", load: "Load",
       live_window: "Live value", live_window_hint: "Raised on a live (not yet final) window",
       broker_restart: "The event broker restarted at {t} to free memory; data in transit may have been lost",
+      map_note: "Approximate boundaries: the area closest to each district seat (Voronoi), not surveyed borders",
+      filtered: "Filter: {d} ✕", filter_hint: "Click to show every alert", water_level: "Water level",
     },
   };
   const ALARM_VI = ["", "BĐ I", "BĐ II", "BĐ III"];
@@ -83,6 +87,11 @@
   // The server's operational notice (a broker restart), shown until its "until".
   let notice = null;
   const plots = new Map();
+  // The map (wallmap.js) and the district whose alerts the list shows (null: all).
+  let mapView = null;
+  let selectedDistrict = null;
+  const stationDistrict = new Map(); // station id -> district code
+  const stationName = new Map(); // station id -> name
 
   const $ = (id) => document.getElementById(id);
   const t = (key, vars) => {
@@ -204,6 +213,14 @@
     return worst;
   }
 
+  // The district an alert is about: its subject's, or its station's (null for the province).
+  function alertDistrict(a) {
+    if (a.subject.startsWith("district:")) return a.subject.slice(9);
+    if (a.subject.startsWith("station:")) return stationDistrict.get(a.subject.slice(8)) || null;
+    return null;
+  }
+
+  // Worst of: AQI, lane occupancy, its water stations' alarm levels, its open alerts.
   function districtStatus(code) {
     let status = null;
     const bump = (s) => { if (s !== null && s !== undefined) status = Math.max(status === null ? 0 : status, s); };
@@ -218,32 +235,44 @@
     }
     for (const a of alerts.values()) {
       if (a.state === "cleared") continue;
-      const inDistrict = a.subject === "district:" + code ||
-        config.water_stations.some((s) => s.district === code && a.subject === "station:" + s.station_id);
-      if (inDistrict) bump(a.severity === "critical" ? 3 : a.severity === "warning" ? 2 : 1);
+      if (alertDistrict(a) === code) bump(a.severity === "critical" ? 3 : a.severity === "warning" ? 2 : 1);
     }
     return { status, aqi };
   }
 
-  function renderMap() {
-    const svg = $("map");
-    const cw = 100, ch = 50;
-    let html = "";
-    for (const d of config.districts) {
-      const { status, aqi } = districtStatus(d.code);
-      const fill = status === null ? "#334155" : STATUS_COLOURS[status];
-      const name = lang === "en" ? d.name_en : d.name_vi;
-      const short = name.replace(/^(Thành phố|Thị xã|Huyện) /, "").replace(/ (City|Town|District)$/, "");
-      html += '<g class="cell" data-district="' + d.code + '" data-status="' + (status === null ? "" : status) + '">' +
-        '<rect x="' + (d.map_x * cw + 3) + '" y="' + (d.map_y * ch + 3) + '" width="' + (cw - 6) + '" height="' + (ch - 6) + '" fill="' + fill + '"><title>' + name + "</title></rect>" +
-        '<text class="code" x="' + (d.map_x * cw + cw / 2) + '" y="' + (d.map_y * ch + 22) + '">' + short + "</text>" +
-        '<text class="val" x="' + (d.map_x * cw + cw / 2) + '" y="' + (d.map_y * ch + 38) + '">' +
-        (aqi ? "AQI " + Math.round(aqi.value) : "") + "</text></g>";
+  function stationView(id, m) {
+    if (m.kind === "water") {
+      const rec = latest("water.level.max", "station:" + id);
+      const alarm = rec ? alarmLevel(id, rec.value) : null;
+      const names = lang === "en" ? ALARM_EN : ALARM_VI;
+      return { status: alarm, text: rec ? fmt(rec.value, "m") + " m" + (alarm ? " " + names[alarm] : "") : "",
+        title: t("water_level") + " · " + m.name };
     }
-    svg.innerHTML = html;
+    const rec = latest("air.aqi.vn", "station:" + id);
+    return { status: rec ? aqiStatus(rec.value) : null, text: rec ? fmt(rec.value, "AQI") : "", title: "VN_AQI · " + m.name };
+  }
+
+  function renderMap() {
+    if (mapView) {
+      mapView.render({
+        selected: selectedDistrict,
+        district: (code) => {
+          const { status, aqi } = districtStatus(code);
+          const name = districtName(code).replace(/^(Thành phố|Thị xã|Huyện) /, "").replace(/ (City|Town|District)$/, "");
+          return { status, name, text: aqi ? "AQI " + Math.round(aqi.value) : "" };
+        },
+        station: stationView,
+      });
+    }
     $("legend").innerHTML = ["ok", "watch", "warn", "crit"].map((k, i) =>
       '<span><i style="background:' + STATUS_COLOURS[i] + '"></i>' + t(k) + "</span>").join("") +
       '<span><i style="background:#334155"></i>' + t("nodata") + "</span>";
+  }
+
+  function selectDistrict(code) {
+    selectedDistrict = selectedDistrict === code ? null : code;
+    renderMap();
+    renderAlerts();
   }
 
   function buildCharts() {
@@ -274,7 +303,7 @@
             },
             { stroke: "#8ea0bf", grid: { stroke: "#22314f" }, ticks: { stroke: "#22314f" }, size: 50 },
           ],
-          series: [{}, { stroke: "#38bdf8", width: 2, fill: "rgba(56,189,248,0.12)", spanGaps: true }],
+          series: [{}, { stroke: "#38bdf8", width: 2, fill: "rgba(56,189,248,0.12)", spanGaps: false }],
         };
         if (window.uPlot) plots.set(kpi, new window.uPlot(opts, [[], []], el));
       }
@@ -292,14 +321,31 @@
       box.querySelector(".title span").textContent = last ? fmt(last.value, kpiUnit(kpi)) + " " + kpiUnit(kpi) : "";
       const plot = plots.get(kpi);
       if (!plot || !s) continue;
-      const cutoff = Date.now() - 3 * 3600 * 1000;
-      const xs = [...s.keys()].filter((x) => x >= cutoff).sort((a, b) => a - b);
-      plot.setData([xs.map((x) => x / 1000), xs.map((x) => s.get(x))]);
+      const [xs, ys] = chartData(s, Date.now() - 3 * 3600 * 1000);
+      plot.setData([xs, ys]);
     }
   }
 
+  // One point per minute from the first window to the last: a minute without a window is
+  // null, which uPlot draws as a gap (a line across it would invent values).
+  function chartData(s, cutoff) {
+    const have = [...s.keys()].filter((x) => x >= cutoff).sort((a, b) => a - b);
+    const xs = [], ys = [];
+    if (!have.length) return [xs, ys];
+    for (let x = have[0]; x <= have[have.length - 1]; x += 60000) {
+      xs.push(x / 1000);
+      ys.push(s.has(x) ? s.get(x) : null);
+    }
+    return [xs, ys];
+  }
+
   function renderAlerts() {
-    const list = [...alerts.values()].filter((a) => a.state !== "cleared");
+    const list = [...alerts.values()].filter((a) => a.state !== "cleared" &&
+      (selectedDistrict === null || alertDistrict(a) === selectedDistrict));
+    const filter = $("alert-filter");
+    filter.classList.toggle("hidden", selectedDistrict === null);
+    filter.textContent = selectedDistrict === null ? "" : t("filtered", { d: districtName(selectedDistrict) });
+    filter.title = t("filter_hint");
     list.sort((a, b) => (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]) ||
       ((a.state === "acknowledged") - (b.state === "acknowledged")) || (b.level - a.level) ||
       (Date.parse(b.raised_at) - Date.parse(a.raised_at)));
@@ -319,7 +365,7 @@
       // The window that raised (or escalated) it was still open: its value may change.
       li.dataset.liveWindow = a.on_live_window ? "true" : "false";
       const subj = a.subject.startsWith("district:") ? districtName(a.subject.slice(9)) :
-        a.subject.startsWith("station:") ? t("station") + " " + a.subject.slice(8) : a.subject;
+        a.subject.startsWith("station:") ? t("station") + " " + (stationName.get(a.subject.slice(8)) || a.subject.slice(8)) : a.subject;
       const when = new Date(a.raised_at).toLocaleTimeString(lang === "en" ? "en-GB" : "vi-VN", { hour: "2-digit", minute: "2-digit" });
       let meta = subj + " · " + when;
       if (a.value !== null && a.value !== undefined) {
@@ -333,7 +379,8 @@
       live.textContent = a.on_live_window ? t("live_window") : "";
       live.title = a.on_live_window ? t("live_window_hint") : "";
       live.classList.toggle("hidden", !a.on_live_window);
-      li.querySelector(".title").textContent = a.title;
+      // title_en is optional (older records lack it): their Vietnamese title stands in.
+      li.querySelector(".title").textContent = lang === "en" && a.title_en ? a.title_en : a.title;
       li.querySelector(".meta").textContent = meta;
       const actions = li.querySelector(".actions");
       if (a.state === "acknowledged") {
@@ -516,6 +563,12 @@
   async function start() {
     const res = await fetch("/config.json", { cache: "no-store" });
     config = await res.json();
+    const [districts, stations] = await Promise.all(["districts", "stations"].map((n) =>
+      fetch("/static/" + n + ".geojson", { cache: "no-store" }).then((r) => r.json())));
+    for (const f of stations.features) { stationDistrict.set(f.id, f.properties.district); stationName.set(f.id, f.properties.name); }
+    for (const st of config.water_stations) { stationDistrict.set(st.station_id, st.district); stationName.set(st.station_id, st.name); }
+    mapView = window.iocMap.createMap($("map"), districts, stations, selectDistrict);
+    $("alert-filter").addEventListener("click", () => selectDistrict(selectedDistrict));
     buildTiles();
     buildCharts();
     renderAll();
@@ -537,6 +590,8 @@
       notice: notice && !$("notice").classList.contains("hidden") ? $("notice").textContent : null,
     }),
     drop: () => ws && ws.close(), // simulate a network drop: reconnect + resume follow
+    chart: (kpi) => plots.get(kpi) && plots.get(kpi).data.map((a) => [...a]),
+    filter: () => selectedDistrict,
   };
   start().catch((e) => { console.error(e); setTimeout(() => location.reload(), 5000); });
 })();

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from events import topics
+from events import health, topics
 from events.records import AlertCommand, AlertRecord, KpiRecord
 from ioc.services import broker
 from storage import writers
@@ -162,13 +162,18 @@ async def test_http_page_assets_health_and_metrics(app: WsApp) -> None:
             ("", "wall.js"),
             ("static/wall.js", "WebSocket"),
             ("static/uplot.iife.min.js", "uPlot"),
-            ("healthz", '"ok"'),
-            ("metrics", "ws_clients"),
+            ("healthz", '"alive"'),
+            ("readyz", '"ready"'),
+            ("metrics", "ioc_ws_clients "),
+            ("metrics", "ioc_ws_frames_sent_total "),
             ("config.json", "Hải Dương"),
         ]:
             async with http.get(base + path) as resp:
                 assert resp.status == 200, path
                 assert needle in await resp.text(), path
+        for path in (health.HEALTHZ, health.READYZ):
+            async with http.get(base + path.lstrip("/")) as resp:
+                health.validate(path, resp.status, await resp.json(content_type=None))
         async with http.get(base + "static/../settings.py") as resp:
             assert resp.status == 404
         async with http.get(base + "nothing-here") as resp:

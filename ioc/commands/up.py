@@ -12,6 +12,7 @@ from ioc import services
 from ioc.broker_guard import tansu_guard
 from ioc.commands import services as services_cmd
 from ioc.components import demo_components, wall_display_url
+from ioc.observability import prometheus_component
 from ioc.supervisor import Supervisor
 
 console = Console(stderr=True)
@@ -22,6 +23,11 @@ def up(
         False, help="leave the services running after Ctrl-C (default: stop those we started)"
     ),
     broker: services_cmd.Broker | None = services_cmd.BROKER_OPTION,
+    with_prometheus: bool = typer.Option(
+        False,
+        help="also run the distribution's Prometheus (when installed) on the scrape config "
+        "of deploy/prometheus/prometheus.yml, pointed at the local ports",
+    ),
 ) -> None:
     """Run the whole demo: services, then every component, until Ctrl-C."""
     settings = services_cmd.settings_for(broker)
@@ -31,6 +37,11 @@ def up(
         started = services.up(settings, log=lambda msg: spinner.update(msg))
     services_cmd.show_status(settings)
     components = demo_components(settings)
+    if with_prometheus:
+        prometheus, message = prometheus_component(settings)
+        console.print(message)
+        if prometheus is not None:
+            components.append(prometheus)
     url = wall_display_url(settings)
     if url:
         console.print(f"[bold green]wall display: {url}[/]")

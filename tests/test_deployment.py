@@ -144,8 +144,12 @@ def test_prometheus_and_grafana_are_deployed_with_the_checked_in_files() -> None
     assert by_uid["prometheus"]["url"] == "http://prometheus:9090"
     assert by_uid["timescaledb"]["url"] == "timescaledb:5432"
     assert by_uid["timescaledb"]["jsonData"]["database"] == "ioc"
-    # The password Grafana interpolates is given to it.
+    # The password Grafana interpolates is given to it; its own admin password is settable.
     assert "IOC_DB_PASSWORD" in grafana["environment"]
+    assert "IOC_GRAFANA_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    assert obs.load_config()["global"]["scrape_interval"] == "5s"
     # Two dashboards, each using only the provisioned datasources.
     names = sorted(p.stem for p in dashboards_dir.glob("*.json"))
     assert names == ["city", "pipeline"]

@@ -281,3 +281,43 @@ async def test_streams_readiness_needs_partitions_and_a_bounded_lag(
         await worker.events.consumer.stop()
         await worker.merge.consumer.stop()
         await worker.producer.stop()
+
+
+async def test_storage_is_alive_and_says_why_not_ready_while_the_database_is_not_there() -> None:
+    from storage.service import run_storage
+    from storage.settings import StorageSettings
+
+    port = _free_port()
+    settings = StorageSettings(
+        database_url=f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing",
+        storage_http_port=port,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_storage(settings, stop))
+
+    def get(path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, orjson.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, orjson.loads(err.read())
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                alive = await asyncio.to_thread(get, health.HEALTHZ)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "storage did not serve /healthz"
+                await asyncio.sleep(0.1)  # polling interval of the condition above
+        ready = await asyncio.to_thread(get, health.READYZ)
+    finally:
+        stop.set()
+        with pytest.raises(Exception, match="stopped before the database was reachable"):
+            await task
+    health.validate(health.HEALTHZ, *alive)
+    health.validate(health.READYZ, *ready)
+    assert ready[0] == 503
+    assert not ready[1]["checks"]["database"]["ok"]
+    assert "not started" in ready[1]["checks"]["sinks"]["detail"]

@@ -637,6 +637,14 @@ async def test_no_websocket_before_the_stream_is_read() -> None:
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"ws://127.0.0.1:{server.port}/ws")
         assert refused.value.response.status_code == 503
+        base = f"http://127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as resp:  # not ready, and says why
+                body = await resp.json(content_type=None)
+                health.validate(health.READYZ, resp.status, body)
+            assert resp.status == 503 and not body["checks"]["consumer"]["ok"]
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200  # alive all the same
         server.consumer_ready = True
         ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
         await ws.close()

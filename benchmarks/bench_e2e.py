@@ -123,12 +123,11 @@ def _rss_mb(pids: list[int]) -> float:
 async def _wait_healthy(session: aiohttp.ClientSession, demo: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 240
     for name, port in PORTS.items():
-        path = "healthz" if name == "ws" else "health"
         while True:
             if demo.poll() is not None:
                 raise SystemExit(f"`ioc up` exited ({demo.returncode}) before {name} was up")
             with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/{path}") as resp:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
                     if resp.status == 200:
                         break
             if time.monotonic() > deadline:
@@ -181,7 +180,7 @@ async def run_step(
     rss: dict[str, float] = {}
     while (elapsed := time.monotonic() - begin) < step.seconds:
         m = await _metrics(session, PORTS["streams"])
-        step.lag_series.append((elapsed, m.get("ioc_streams_lag", 0.0)))
+        step.lag_series.append((elapsed, m.get("ioc_streams_lag_records", 0.0)))
         for name, pids in groups.items():
             rss[name] = max(rss.get(name, 0.0), _rss_mb(pids))
         await asyncio.sleep(1.0)  # sampling interval

@@ -112,12 +112,12 @@ async def wait_healthy(
         if proc.returncode is not None:
             raise RuntimeError(f"python -m readapi exited with {proc.returncode}")
         try:
-            async with http.get(f"{base}/healthz") as r:
+            async with http.get(f"{base}/readyz") as r:
                 if r.status == 200:
                     return
         except aiohttp.ClientConnectionError:
             pass
-        await asyncio.sleep(0.1)  # polling a starting process; the condition is /healthz
+        await asyncio.sleep(0.1)  # polling a starting process; the condition is /readyz
     raise RuntimeError("the read API did not become healthy in 30 s")
 
 

@@ -205,7 +205,7 @@ class RestartIngest(Fault):
     async def run(self, stack: Stack, duration_s: float, rng: random.Random) -> Outcome:
         out = Outcome()
         gap = duration_s / self.times
-        url = f"http://127.0.0.1:{stack.ports.ingest}/healthz"
+        url = f"http://127.0.0.1:{stack.ports.ingest}/readyz"
         for _ in range(self.times):
             await asyncio.sleep(rng.uniform(0.3, 1.0) * gap)
             stopped_at = await stack.kill_and_restart(stack.ingest, graceful=True)
@@ -217,7 +217,7 @@ class RestartIngest(Fault):
                 return out
             out.recovery_s.append(time.monotonic() - stopped_at)
         out.evidence.append(
-            f"{self.times}/{self.times} restarts answered /healthz again; refused or "
+            f"{self.times}/{self.times} restarts answered /readyz again; refused or "
             "unanswered sends were retried (HTTP) or redelivered (MQTT session)"
         )
         return out
@@ -275,7 +275,7 @@ class RestartPush(Fault):
             )
         frames = sum((st.frames for st in self.fleet.states), Counter[str]())
         out.evidence.append(
-            f"{self.times}/{self.times} restarts answered /healthz again and all "
+            f"{self.times}/{self.times} restarts answered /readyz again and all "
             f"{self.clients} clients subscribed again, {max(resumed):.1f} s after the kill at "
             f"most (median {statistics.median(resumed):.1f} s); subscribe answers: "
             + ", ".join(f"{k} {v}" for k, v in sorted(frames.items()))

@@ -59,7 +59,7 @@ def push_notes(rows: Sequence[Row]) -> str:
         "  revision (a gap); **duplicated** adds the pairs where it holds a higher count;",
         "  **misplaced** adds windows final at a client that are not final on `ioc.kpi` and",
         "  updates whose `seq` did not grow within one server epoch. **recovery_s** is from",
-        "  the kill (or SIGTERM) to the new server's `/healthz` answering 200; the time until",
+        "  the kill (or SIGTERM) to the new server's `/readyz` answering 200; the time until",
         "  all clients had subscribed again is in the details.",
     ]
     for r in with_clients:

@@ -167,7 +167,7 @@ class Stack:
         for c in self.components:
             c.start()
         await asyncio.gather(
-            wait_http(f"http://127.0.0.1:{self.ports.ingest}/healthz", 90, "ingest"),
+            wait_http(f"http://127.0.0.1:{self.ports.ingest}/readyz", 90, "ingest"),
             wait_log(self.streams, b"stage1.assigned", 120),
             wait_log(self.storage, b"sink started", 120),
             *([self.ws_healthy(120)] if self.ws in self.components else []),
@@ -201,7 +201,7 @@ class Stack:
         return killed_at
 
     async def ws_healthy(self, within_s: float) -> None:
-        await wait_http(f"http://127.0.0.1:{self.ports.ws}/healthz", within_s, "ws")
+        await wait_http(f"http://127.0.0.1:{self.ports.ws}/readyz", within_s, "ws")
 
     async def use_engine(self, engine: str) -> None:
         """Stop the stream worker (SIGTERM: it checkpoints) and start it with ``engine``:

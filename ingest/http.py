@@ -2,7 +2,8 @@
 
     POST /events          one CloudEvent (application/cloudevents+json or application/json)
                           or a JSON array (application/cloudevents-batch+json)
-    GET  /healthz         200 when the Kafka producer is connected
+    GET  /healthz         200: alive (events.health)
+    GET  /readyz          200 when the Kafka producer reaches a broker, else 503
     GET  /metrics         Prometheus
     GET  /openapi.json    OpenAPI 3.1 of these routes (ingest.openapi)
     GET  /schemas/v1/{name}  the JSON Schemas of the contracts (events.contracts);
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from events import health
 from events.contracts import INDEX, all_schemas, dumps
 from events.envelope import latest_event_ms
 from events.errors import InvalidEventError
@@ -86,8 +88,22 @@ async def post_events(request: web.Request) -> web.Response:
     return web.json_response({"accepted": len(records)}, status=202)
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+STARTED: web.AppKey[float] = web.AppKey("started", float)
+
+
+def _answer(answer: health.Answer) -> web.Response:
+    return web.Response(
+        body=answer.encoded(), status=answer.status, content_type=health.CONTENT_TYPE
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _answer(health.alive("ingest", request.app[STARTED]))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok, detail = await request.app[PUBLISHER].reachable()
+    return _answer(health.ready("ingest", [health.Check("producer", ok, detail)]))
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -115,7 +131,8 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 # is generated from them, so the two cannot differ.
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/events", post_events),
-    ("GET", "/healthz", healthz),
+    ("GET", health.HEALTHZ, healthz),
+    ("GET", health.READYZ, readyz),
     ("GET", "/metrics", metrics_endpoint),
     ("GET", "/openapi.json", openapi_endpoint),
     ("GET", "/schemas/v1/{name}", schema_endpoint),
@@ -130,6 +147,7 @@ def build_app(
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
+    app[STARTED] = time.monotonic()
     app[CONTRACTS] = {name: dumps(schema) for name, schema in all_schemas().items()}
     app[OPENAPI] = dumps(openapi_document((method, path) for method, path, _ in ROUTES))
     for method, path, handler in ROUTES:

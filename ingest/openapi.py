@@ -14,6 +14,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+from events import health
 from events.contracts import ENVELOPE, all_schemas, envelope_schema
 from events.envelope import MAX_EVENT_BYTES
 from readapi import openapi as readapi_openapi
@@ -88,9 +89,15 @@ OPERATIONS: dict[tuple[str, str], Document] = {
     },
     ("GET", "/healthz"): {
         "operationId": "health",
-        "summary": "Liveness of the gateway",
+        "summary": "Liveness of the gateway (the shape every component shares: events.health)",
+        "responses": {"200": _json("Alive", "it is up")},
+    },
+    ("GET", "/readyz"): {
+        "operationId": "ready",
+        "summary": "Readiness: the Kafka producer reaches a broker",
         "responses": {
-            "200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "it is up")
+            "200": _json("Readiness", "ready: every check holds"),
+            "503": _json("Readiness", "not ready: a check fails (named, with its detail)"),
         },
     },
     ("GET", "/metrics"): {
@@ -146,6 +153,8 @@ def _components() -> Document:
                 "required": ["accepted"],
                 "properties": {"accepted": {"type": "integer", "minimum": 0}},
             },
+            "Alive": health.ALIVE_SCHEMA,
+            "Readiness": health.READINESS_SCHEMA,
             "Error": {
                 "type": "object",
                 "required": ["error", "detail"],

@@ -26,11 +26,26 @@ class KafkaPublisher:
             max_request_size=2 * 1024 * 1024,
         )
 
+        self._started = False
+
     async def start(self) -> None:
         await self._producer.start()
+        self._started = True
 
     async def stop(self) -> None:
+        self._started = False
         await self._producer.stop()
+
+    async def reachable(self, timeout_s: float = 3.0) -> tuple[bool, str]:
+        """Whether the producer reaches a broker now: one metadata round trip (cached
+        metadata would still list brokers that are gone)."""
+        if not self._started:
+            return False, "producer not started"
+        try:
+            cluster = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
+        except Exception as exc:  # any failure means: not connected, say why
+            return False, f"no broker answered: {type(exc).__name__}: {exc}"
+        return True, f"connected ({len(cluster.brokers())} broker(s))"
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
         # send() only appends to the producer's batch; the one await that matters is

@@ -24,25 +24,11 @@ def component_env(settings: ServiceSettings) -> dict[str, str]:
 
 
 def metrics_urls() -> dict[str, str]:
-    """Where each component serves /metrics, from its own settings (the same IOC_*
-    variables the component reads)."""
-    from ingest.settings import IngestSettings
-    from storage.settings import StorageSettings
-    from streams.alerts.worker import AlertsSettings
-    from streams.settings import StreamsSettings
-    from ws.settings import WsSettings
+    """Where each component serves /metrics locally (the ports from its own settings, the
+    same IOC_* variables the component reads)."""
+    from ioc.observability import local_ports
 
-    ws, ingest = WsSettings(), IngestSettings()
-    streams, storage, alerts = StreamsSettings(), StorageSettings(), AlertsSettings()
-    sim_port = os.environ.get("IOC_SIM_METRICS_PORT", "8093")
-    return {
-        "ingest": f"http://{ingest.ingest_http_host}:{ingest.ingest_http_port}/metrics",
-        "streams": f"http://{streams.http_host}:{streams.http_port}/metrics",
-        "alerts": f"http://{alerts.alerts_http_host}:{alerts.alerts_http_port}/metrics",
-        "ws": f"http://{ws.ws_host}:{ws.ws_port}/metrics",
-        "storage": f"http://{storage.storage_http_host}:{storage.storage_http_port}/metrics",
-        "simulator": f"http://127.0.0.1:{sim_port}/metrics",
-    }
+    return {name: f"http://127.0.0.1:{port}/metrics" for name, port in local_ports().items()}
 
 
 def demo_components(settings: ServiceSettings) -> list[Component]:

@@ -48,6 +48,8 @@ class ServiceSettings(IocSettings):
     # Prometheus metrics of `ioc up`'s supervisor (broker restarts, the broker's memory);
     # 0 picks a free port.
     supervisor_http_port: int = Field(default=8095, ge=0, le=65535)
+    # Web port of the local Prometheus of `ioc up --with-prometheus`.
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
     db_port: int = 55432
     mqtt_port: int = 1883
     # When set, this TimescaleDB is used and no local one is provisioned.

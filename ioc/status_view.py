@@ -22,18 +22,18 @@ from rich.text import Text
 from ioc.component_output import StatusBoard
 
 # Per component: the counters whose sum per second is its rate, with the unit shown.
-# (Either name of a renamed metric is read, so a view never shows "-" for a rename.)
 RATE_METRICS: Mapping[str, tuple[tuple[str, ...], str]] = {
     "ingest": (("ioc_ingest_events_accepted_total",), "ev/s in"),
     "streams": (("ioc_streams_events_total",), "ev/s"),
     "alerts": (("ioc_alerts_kpi_records_total",), "KPI/s"),
-    "ws": (("ioc_ws_frames_sent_total", "ws_frames_sent_total"), "frames/s"),
+    "ws": (("ioc_ws_frames_sent_total",), "frames/s"),
     "storage": (("ioc_sink_rows_total",), "rows/s"),
     "simulator": (("ioc_simulator_acked_total",), "ev/s out"),
+    "readapi": (("ioc_readapi_requests_total",), "req/s"),
 }
 # Per component: gauges whose sum is its consumer lag in records.
 LAG_METRICS: Mapping[str, tuple[str, ...]] = {
-    "streams": ("ioc_streams_lag",),
+    "streams": ("ioc_streams_lag_records",),
 }
 
 

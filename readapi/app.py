@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from events.health import Check, add_aiohttp_routes
 from events.kpis import KPI_CATALOGUE
 from readapi import params as p
 from readapi.settings import ReadApiSettings
@@ -42,16 +43,16 @@ class ReadApiMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "readapi_requests", "Requests answered", ["route", "status"], registry=r
+            "ioc_readapi_requests", "Requests answered", ["route", "status"], registry=r
         )
         self.seconds = Histogram(
-            "readapi_request_seconds",
+            "ioc_readapi_request_seconds",
             "Time to answer a request (parsing, query, encoding)",
             ["route"],
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
             registry=r,
         )
-        self.db_errors = Counter("readapi_db_errors", "Queries that failed", registry=r)
+        self.db_errors = Counter("ioc_readapi_db_errors", "Queries that failed", registry=r)
 
 
 METRICS: web.AppKey[ReadApiMetrics] = web.AppKey("metrics", ReadApiMetrics)
@@ -140,13 +141,14 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 )
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def database_check(pool: asyncpg.Pool) -> Check:
+    """Ready: the database answers (the reads need it; the catalogue does not)."""
     try:
         async with asyncio.timeout(2.0):
-            await request.app[POOL].fetchval("SELECT 1")
+            await pool.fetchval("SELECT 1")
     except Exception as exc:  # any failure means "cannot answer queries now"
-        return _json({"status": "unavailable", "detail": str(exc) or type(exc).__name__}, 503)
-    return _json({"status": "ok"})
+        return Check("database", False, str(exc) or type(exc).__name__)
+    return Check("database", True, "answers")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -210,7 +212,11 @@ def create_app(settings: ReadApiSettings, pool: asyncpg.Pool) -> web.Application
     app[METRICS] = ReadApiMetrics()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.router.add_get("/healthz", healthz)
+
+    async def checks() -> list[Check]:
+        return [await database_check(pool)]
+
+    add_aiohttp_routes(app, "readapi", checks)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     return app

@@ -111,7 +111,7 @@ def simulate(
         help="auto (kafka-python up to 10k/s, aiokafka above), kafka-python (idempotent) "
         "or aiokafka (~5x cheaper per record; not idempotent on Tansu)",
     ),
-    metrics_port: int | None = typer.Option(None, help="serve /health and /metrics here"),
+    metrics_port: int | None = typer.Option(None, help="serve /healthz, /readyz and /metrics here"),
     live: bool | None = typer.Option(None, help="live progress line (default: on a terminal)"),
 ) -> None:
     """Simulate the province's sensors and service systems into the ioc.events.* topics."""
@@ -174,7 +174,7 @@ def run_simulation(settings: SimulatorSettings, *, live: bool) -> Progress:
 
                 def show(p: Progress) -> None:
                     meter.update(p)
-                    metrics.update(p, meter.rate)
+                    metrics.update(p)
                     view.update(render(p, meter, settings))
 
                 total = run(settings, on_progress=show, should_stop=stop.is_set)
@@ -182,7 +182,7 @@ def run_simulation(settings: SimulatorSettings, *, live: bool) -> Progress:
 
             def report(p: Progress) -> None:
                 meter.update(p)
-                metrics.update(p, meter.rate)
+                metrics.update(p)
                 log_line(p)
 
             total = run(settings, on_progress=report, should_stop=stop.is_set)

@@ -1,4 +1,5 @@
-"""The storage process: migrations, the three sinks, the maintenance job, health/metrics.
+"""The storage process: migrations, the three sinks, the maintenance job, health/metrics
+(``/healthz``, ``/readyz``: events.health; ``/metrics``).
 
 ``python -m storage`` runs it (``ioc up`` starts it as the ``storage`` component).
 """
@@ -11,10 +12,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
@@ -23,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from events import topics
 from events.brokers import producer_options
 from events.errors import ServiceError
+from events.health import Check, add_aiohttp_routes
 from storage import rows, writers
 from storage.metrics import SinkMetrics
 from storage.migrate import migrate
@@ -119,15 +119,46 @@ async def maintenance_loop(settings: StorageSettings, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), timeout=settings.maintenance_interval_s)
 
 
-def health_app(sinks: Sequence[Sink], registry: CollectorRegistry) -> web.Application:
-    async def health(_request: web.Request) -> web.Response:
-        body: dict[str, Any] = {s.spec.name: s.health.as_dict() for s in sinks}
-        ok = all(s.health.running and s.health.paused_since is None for s in sinks)
-        return web.Response(
-            body=orjson.dumps({"ok": ok, "sinks": body}),
-            status=200 if ok else 503,
-            content_type="application/json",
-        )
+async def database_check(database_url: str, timeout_s: float = 3.0) -> Check:
+    """Reachable: a connection and one round trip now (the sinks' own connections may
+    be idle or in a retry pause)."""
+    try:
+        conn = await asyncpg.connect(database_url, timeout=timeout_s)
+        try:
+            await conn.fetchval("SELECT 1", timeout=timeout_s)
+        finally:
+            await conn.close()
+    except Exception as exc:  # any failure means: not reachable, say why
+        return Check("database", False, f"{type(exc).__name__}: {exc}")
+    return Check("database", True, "reachable")
+
+
+def sink_checks(sinks: Sequence[Sink]) -> list[Check]:
+    """One check per sink: running and not paused (waiting for the database)."""
+    if not sinks:
+        return [Check("sinks", False, "not started: migrations and alert reconciliation first")]
+    checks = []
+    for sink in sinks:
+        h = sink.health
+        if not h.running:
+            checks.append(Check(f"sink_{sink.spec.name}", False, "not running"))
+        elif h.paused_since is not None:
+            for_s = time.monotonic() - h.paused_since
+            why = f"paused {for_s:.0f} s, waiting for the database: {h.last_error}"
+            checks.append(Check(f"sink_{sink.spec.name}", False, why))
+        else:
+            checks.append(Check(f"sink_{sink.spec.name}", True, "running"))
+    return checks
+
+
+def health_app(
+    sinks: Sequence[Sink], registry: CollectorRegistry, database_url: str
+) -> web.Application:
+    """/healthz, /readyz (database reachable, every sink running and not paused) and
+    /metrics. ``sinks`` may be filled later: the app serves while migrations wait."""
+
+    async def readiness() -> list[Check]:
+        return [await database_check(database_url), *sink_checks(sinks)]
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(registry))
@@ -135,16 +166,33 @@ def health_app(sinks: Sequence[Sink], registry: CollectorRegistry) -> web.Applic
         return resp
 
     app = web.Application()
-    app.router.add_get("/health", health)
+    add_aiohttp_routes(app, "storage", readiness)
     app.router.add_get("/metrics", metrics)
     return app
 
 
 async def run_storage(settings: StorageSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set; sinks finish their batch in flight first."""
-    await migrate_when_reachable(settings.database_url, stop)
     registry = CollectorRegistry()
     metrics = SinkMetrics.create(registry)
+    sinks: list[Sink] = []
+    # Served from the start: alive (and saying why it is not ready) while the database
+    # is not reachable yet.
+    runner = web.AppRunner(health_app(sinks, registry, settings.database_url), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.storage_http_host, settings.storage_http_port)
+    await site.start()
+    log.info("health and metrics", port=settings.storage_http_port, started=time.time())
+    try:
+        await _run_sinks(settings, stop, metrics, sinks)
+    finally:
+        await runner.cleanup()
+
+
+async def _run_sinks(
+    settings: StorageSettings, stop: asyncio.Event, metrics: SinkMetrics, sinks: list[Sink]
+) -> None:
+    await migrate_when_reachable(settings.database_url, stop)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         **producer_options(settings.bootstrap_servers),
@@ -155,7 +203,7 @@ async def run_storage(settings: StorageSettings, stop: asyncio.Event) -> None:
     await reconcile_alerts(
         settings.database_url, settings.bootstrap_servers, topics.ALERTS, producer
     )
-    sinks = [
+    sinks += [
         Sink(
             spec,
             bootstrap_servers=settings.bootstrap_servers,
@@ -167,11 +215,6 @@ async def run_storage(settings: StorageSettings, stop: asyncio.Event) -> None:
         )
         for spec in sink_specs(settings)
     ]
-    runner = web.AppRunner(health_app(sinks, registry), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.storage_http_host, settings.storage_http_port)
-    await site.start()
-    log.info("health and metrics", port=settings.storage_http_port, started=time.time())
     tasks = [asyncio.create_task(s.run(stop), name=f"sink-{s.spec.name}") for s in sinks]
     tasks.append(asyncio.create_task(maintenance_loop(settings, stop), name="maintenance"))
     try:
@@ -181,5 +224,4 @@ async def run_storage(settings: StorageSettings, stop: asyncio.Event) -> None:
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await runner.cleanup()
         await producer.stop()

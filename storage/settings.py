@@ -41,7 +41,7 @@ class StorageSettings(IocSettings):
     kpi_group_id: str = "ioc-storage-kpi"
     alerts_group_id: str = "ioc-storage-alerts"
 
-    # Health and Prometheus metrics (GET /health, GET /metrics); 0 = any free port.
+    # Health and Prometheus metrics (GET /healthz, /readyz, /metrics); 0 = any free port.
     storage_http_host: str = "127.0.0.1"
     storage_http_port: int = 8092
 

@@ -1,9 +1,7 @@
-"""Health and Prometheus metrics of a stream worker, served over HTTP (aiohttp)."""
+"""Health (``/healthz``, ``/readyz``: events.health) and Prometheus metrics of a stream
+worker, served over HTTP (aiohttp)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -14,11 +12,19 @@ from prometheus_client import (
     generate_latest,
 )
 
+from events.health import Checks, add_aiohttp_routes
+
 
 class StreamsMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.input_events = Counter(
+            "ioc_streams_input_events",
+            "Records read from ioc.events.<domain> (before validation, dedup and replay)",
+            ["domain"],
+            registry=r,
+        )
         self.events = Counter("ioc_streams_events", "Events applied to windows", registry=r)
         self.replayed = Counter(
             "ioc_streams_replayed_events",
@@ -58,28 +64,26 @@ class StreamsMetrics:
             "ioc_streams_checkpoints", "State snapshots committed", registry=r
         )
         self.watermark = Gauge(
-            "ioc_streams_watermark_ms",
-            "Watermark (epoch ms) per source partition",
+            "ioc_streams_watermark_timestamp_seconds",
+            "Watermark (event time, Unix seconds) per source partition",
             ["source"],
             registry=r,
         )
         self.lag = Gauge(
-            "ioc_streams_lag", "Consumer lag (records) per source partition", ["source"], registry=r
+            "ioc_streams_lag_records",
+            "Records behind the partition's end, per source partition",
+            ["source"],
+            registry=r,
         )
 
 
-async def serve(
-    host: str, port: int, metrics: StreamsMetrics, health: Callable[[], dict[str, Any]]
-) -> web.AppRunner:
-    async def health_handler(_request: web.Request) -> web.Response:
-        return web.json_response(health())
-
+async def serve(host: str, port: int, metrics: StreamsMetrics, readiness: Checks) -> web.AppRunner:
     async def metrics_handler(_request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
-    app.router.add_get("/health", health_handler)
+    add_aiohttp_routes(app, "streams", readiness)
     app.router.add_get("/metrics", metrics_handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

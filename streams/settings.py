@@ -72,9 +72,11 @@ class StreamsSettings(IocSettings):
     # waiting and nothing processed for this long is logged as stalled by Faust.
     faust_stall_warning_s: float = 300.0
 
-    # Health and Prometheus metrics; 0 disables the HTTP server.
+    # Health (/healthz, /readyz) and Prometheus metrics; 0 disables the HTTP server.
     http_host: str = "127.0.0.1"
     http_port: int = 8091
+    # /readyz says "not_ready" while a source partition is more records than this behind.
+    ready_max_lag: int = Field(default=100_000, ge=0)
 
     def engine_config(self) -> EngineConfig:
         from streams.aggregator import EngineConfig

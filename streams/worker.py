@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from events.brokers import producer_options
 from events.errors import describe_exception
+from events.health import Check, lag_check
 from events.records import DeadLetter
 from events.topics import DOMAINS
 from streams.adapters import (
@@ -92,6 +93,11 @@ class EventStage:
         self.aggs: dict[TopicPartition, PartitionAggregator] = {}
         self.pending: list[asyncio.Future[Any]] = []
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        # Records behind the high watermark per source partition, as of the last checkpoint
+        # (readiness: caught up within IOC_STREAMS_READY_MAX_LAG).
+        self.lags: dict[TopicPartition, int] = {}
+        # Input counters per topic, labelled once (a label lookup per batch costs a lock).
+        self._input: dict[str, Any] = {}
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
         snaps = await load_snapshots(self.settings, b"events|", raw=is_ids_key)
@@ -122,6 +128,7 @@ class EventStage:
             await self.checkpoint(only=revoked)
         for tp in revoked:
             self.aggs.pop(tp, None)
+            self.lags.pop(tp, None)
         self.tracker.forget(revoked)
 
     async def publish(self) -> None:
@@ -142,7 +149,7 @@ class EventStage:
                 )
             for r in reports:
                 if r.watermark_ms is not None:
-                    self.metrics.watermark.labels(r.source).set(r.watermark_ms)
+                    self.metrics.watermark.labels(r.source).set(r.watermark_ms / 1000)
 
     async def checkpoint(self, only: set[TopicPartition] | None = None) -> None:
         """Publish, store the snapshots durably, then commit the source offsets
@@ -185,6 +192,11 @@ class EventStage:
         if agg is None:
             return False
         metrics = self.metrics
+        counter = self._input.get(tp.topic)
+        if counter is None:
+            domain = tp.topic.removeprefix(self.settings.events_topic_prefix)
+            counter = self._input[tp.topic] = metrics.input_events.labels(domain)
+        counter.inc(len(records))
         before, skipped, duplicates = agg.processed, agg.skipped, agg.duplicates
         fallbacks = agg.fold_fallbacks
         for dl in agg.process(records):
@@ -212,7 +224,13 @@ class EventStage:
         for tp, agg in self.aggs.items():
             high = self.consumer.highwater(tp)
             if high is not None:
-                self.metrics.lag.labels(agg.source).set(max(0, high - agg.applied - 1))
+                lag = self.lags[tp] = max(0, high - agg.applied - 1)
+                self.metrics.lag.labels(agg.source).set(lag)
+
+    @property
+    def max_lag(self) -> int | None:
+        """The largest lag measured over this worker's source partitions (None: none yet)."""
+        return max(self.lags.values(), default=None)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -432,14 +450,33 @@ class Worker:
         self.events = EventStage(settings, self.index, self.producer, self.metrics)
         self.merge = MergeStage(settings, self.index, self.producer, self.metrics)
 
-    def health(self) -> dict[str, Any]:
+    def progress(self) -> dict[str, Any]:
+        """What the worker holds now (the terminal's progress line)."""
         return {
-            "status": "ok",
             "engine": self.engine,
             "source_partitions": sorted(a.source for a in self.events.aggs.values()),
             "merge_partitions": sorted(tp.partition for tp in self.merge.mergers),
             "events": sum(a.processed for a in self.events.aggs.values()),
         }
+
+    async def readiness(self) -> list[Check]:
+        """Assigned, restored (a stage holds the state of every partition it was given),
+        and caught up within ``ready_max_lag`` records (``/readyz``)."""
+        assigned: set[tuple[str, int]] = set()
+        for consumer in {id(c): c for c in (self.events.consumer, self.merge.consumer)}.values():
+            with contextlib.suppress(Exception):  # not started yet: nothing assigned
+                assigned |= {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        held = {(tp.topic, tp.partition) for tp in (*self.events.aggs, *self.merge.mergers)}
+        missing = assigned - held
+        return [
+            Check("assigned", bool(assigned), f"{len(assigned)} partition(s) assigned"),
+            Check(
+                "restored",
+                bool(assigned) and not missing,
+                f"state of {len(assigned & held)}/{len(assigned)} partition(s) restored",
+            ),
+            lag_check(self.events.max_lag, self.settings.ready_max_lag),
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -453,7 +490,7 @@ class Worker:
         await self.producer.start()
         runner = None
         if s.http_port:
-            runner = await serve(s.http_host, s.http_port, self.metrics, self.health)
+            runner = await serve(s.http_host, s.http_port, self.metrics, self.readiness)
         log.info(
             "worker.started",
             engine=self.engine,

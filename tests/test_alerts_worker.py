@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from events import topics
+from events import health, topics
 from events.brokers import refresh_metadata
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.worker import AlertsSettings, AlertsWorker
@@ -131,12 +131,15 @@ async def check_worker(
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
     worker, stop, task = await start_worker(settings)
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{worker.http_port}/healthz") as resp,
-        ):
-            assert resp.status == 200
-            assert (await resp.json())["status"] == "ok"
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{worker.http_port}"
+            async with http.get(f"{base}/readyz") as resp:
+                ready = await resp.json()
+                health.validate(health.READYZ, resp.status, ready)
+            assert (resp.status, ready["component"]) == (200, "alerts"), ready
+            assert ready["checks"]["recovered"]["ok"]
+            async with http.get(f"{base}/healthz") as resp:
+                health.validate(health.HEALTHZ, resp.status, await resp.json())
 
         # Nine minutes above 150 are not enough; the tenth raises.
         await send_kpis(producer, [aqi(subject, start, m, 170) for m in range(9)])
@@ -281,14 +284,14 @@ async def _kill_spawned_workers() -> AsyncIterator[None]:
 
 
 async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    """`ioc alerts worker` as its own process, once its health check answers."""
+    """`ioc alerts worker` as its own process, once it is ready (recovered)."""
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ioc", "alerts", "worker",
             env={**os.environ, **env}, stdout=out, stderr=out, start_new_session=True,
         )  # fmt: skip
     _SPAWNED.append(proc)
-    url = f"http://127.0.0.1:{env['IOC_ALERTS_HTTP_PORT']}/healthz"
+    url = f"http://127.0.0.1:{env['IOC_ALERTS_HTTP_PORT']}/readyz"
     async with aiohttp.ClientSession() as http:
         for _ in range(150):
             with contextlib.suppress(aiohttp.ClientError):

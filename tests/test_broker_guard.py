@@ -269,7 +269,7 @@ async def test_tansu_over_its_cap_is_restarted_with_its_topics_and_the_wall_says
         sup = Supervisor(components, Console(file=io.StringIO()), [guard.watch])
         run = asyncio.create_task(sup.run())
         try:
-            health = f"http://127.0.0.1:{ws_port}/healthz"
+            health = f"http://127.0.0.1:{ws_port}/readyz"
             await _until(lambda: _healthy(health), 60, "the push server to serve")
             before = (sup.pid("ws"), sup.pid("source"))
             # No restart yet, so no notice: the welcome comes alone.

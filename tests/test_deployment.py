@@ -1,10 +1,12 @@
 """docker-compose.yml cannot run here (no Docker engine), so its contract is checked:
 every component of the local demo is deployed, every command exists, every IOC_*
-variable is one some component reads."""
+variable is one some component reads, every component's healthcheck asks its /readyz,
+Prometheus scrapes each one and Grafana gets the checked-in provisioning and dashboards."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from ingest.settings import IngestSettings
+from ioc import observability as obs
 from ioc.components import demo_components
 from ioc.settings import ServiceSettings
 from readapi.settings import ReadApiSettings
@@ -82,3 +85,78 @@ def test_every_ioc_variable_is_read_by_a_component() -> None:
     }
     assert used, "components get their addresses from IOC_* variables"
     assert used <= known, f"unknown variables: {used - known}"
+
+
+# --- observability: healthchecks, Prometheus, Grafana ------------------------------------
+
+OBSERVED = {  # component -> the settings field holding its HTTP port, and its default
+    "ingest": IngestSettings.model_fields["ingest_http_port"].default,
+    "streams": StreamsSettings.model_fields["http_port"].default,
+    "alerts": AlertsSettings.model_fields["alerts_http_port"].default,
+    "storage": StorageSettings.model_fields["storage_http_port"].default,
+    "ws": WsSettings.model_fields["ws_port"].default,
+    "readapi": ReadApiSettings.model_fields["readapi_port"].default,
+    # the simulator's port is off unless set: compose sets it
+    "simulator": int(COMPONENTS["simulator"]["environment"]["IOC_SIM_METRICS_PORT"]),
+}
+
+
+def test_every_long_running_component_is_observed() -> None:
+    one_shot = {"topics"}
+    assert set(OBSERVED) == set(COMPONENTS) - one_shot == set(obs.REGISTRIES)
+
+
+@pytest.mark.parametrize("name", sorted(OBSERVED))
+def test_component_healthcheck_asks_its_readyz(name: str) -> None:
+    check = COMPONENTS[name]["healthcheck"]
+    command = " ".join(check["test"])
+    assert f"http://127.0.0.1:{OBSERVED[name]}/readyz" in command
+    # urlopen raises on a 503, so the probe fails while the component is not ready
+    assert check["test"][:3] == ["CMD", "python", "-c"] and "urlopen" in command
+    assert check["retries"] >= 1 and check["start_period"]
+
+
+def test_prometheus_scrapes_every_component_on_its_port() -> None:
+    jobs = obs.scrape_jobs(obs.load_config())
+    assert jobs == {name: [f"{name}:{port}"] for name, port in OBSERVED.items()}
+    # and each listens beyond its container's loopback
+    for name in OBSERVED:
+        env = COMPONENTS[name]["environment"]
+        assert "0.0.0.0" in [v for k, v in env.items() if k.endswith("HOST")], name
+
+
+def test_prometheus_and_grafana_are_deployed_with_the_checked_in_files() -> None:
+    services = COMPOSE["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in prometheus["volumes"] if "./" in v}
+    assert mounts == {"./deploy/prometheus/prometheus.yml": "/etc/prometheus/prometheus.yml"}
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"] if "./" in v}
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    dashboards_dir = ROOT / "deploy" / "grafana" / "dashboards"
+    assert mounts == {
+        "./deploy/grafana/provisioning": "/etc/grafana/provisioning",
+        "./deploy/grafana/dashboards": "/var/lib/grafana/dashboards",
+    }
+    for local in mounts:
+        assert (ROOT / local).exists(), local
+    provider = yaml.safe_load((provisioning / "dashboards" / "ioc.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    sources = yaml.safe_load((provisioning / "datasources" / "ioc.yml").read_text())
+    by_uid = {d["uid"]: d for d in sources["datasources"]}
+    assert by_uid["prometheus"]["url"] == "http://prometheus:9090"
+    assert by_uid["timescaledb"]["url"] == "timescaledb:5432"
+    assert by_uid["timescaledb"]["jsonData"]["database"] == "ioc"
+    # The password Grafana interpolates is given to it; its own admin password is settable.
+    assert "IOC_DB_PASSWORD" in grafana["environment"]
+    assert "IOC_GRAFANA_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    assert obs.load_config()["global"]["scrape_interval"] == "5s"
+    # Two dashboards, each using only the provisioned datasources.
+    names = sorted(p.stem for p in dashboards_dir.glob("*.json"))
+    assert names == ["city", "pipeline"]
+    for path in dashboards_dir.glob("*.json"):
+        text = path.read_text()
+        uids = set(re.findall(r'"uid":\s*"([^"]+)"', text)) - {f"ioc-{path.stem}"}
+        assert uids <= set(by_uid), (path.name, uids)

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
+from events import health
 from events.brokers import refresh_metadata
 from events.envelope import decode, encode, new_event
 from events.errors import InvalidEventError
@@ -103,15 +104,8 @@ async def gateway(
     )
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop=stop))
-    url = f"http://127.0.0.1:{settings.ingest_http_port}/healthz"
     async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
+        await _wait_healthy(http, f"http://127.0.0.1:{settings.ingest_http_port}/readyz")
     await _wait_mqtt_subscribed(settings)
     yield settings
     stop.set()
@@ -276,7 +270,9 @@ async def test_http_answers_503_while_the_broker_cannot_take_the_events(
         headers = {"Content-Type": "application/cloudevents+json"}
         try:
             async with aiohttp.ClientSession() as http:
-                await _wait_healthy(http, f"{base}/healthz")
+                await _wait_healthy(http, f"{base}/readyz")
+                async with http.get(f"{base}/healthz") as r:
+                    health.validate(health.HEALTHZ, r.status, await r.json())
                 async with http.post(
                     f"{base}/events", data=encode(air_event("UP")), headers=headers
                 ) as r:
@@ -294,6 +290,13 @@ async def test_http_answers_503_while_the_broker_cannot_take_the_events(
                 async with http.get(f"{base}/metrics") as r:
                     text = await r.text()
                 assert 'ioc_ingest_publish_errors_total{gateway="http"} 1.0' in text
+                # Not ready while no broker answers, and says so; still alive.
+                async with http.get(f"{base}/readyz") as r:
+                    body = await r.json()
+                    health.validate(health.READYZ, r.status, body)
+                assert r.status == 503 and not body["checks"]["producer"]["ok"], body
+                async with http.get(f"{base}/healthz") as r:
+                    assert r.status == 200
         finally:
             stop.set()
             await task
@@ -305,6 +308,9 @@ async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
         try:
             async with http.get(url) as resp:
                 if resp.status == 200:
+                    body = await resp.json()
+                    health.validate(health.READYZ, 200, body)
+                    assert body["component"] == "ingest"
                     return
         except aiohttp.ClientConnectionError:
             pass

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from events.errors import ConfigurationError
 from ioc.components import demo_components
 from ioc.settings import ServiceSettings
 from readapi import params as p
@@ -161,7 +162,7 @@ def test_the_read_api_takes_the_push_servers_tokens(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("IOC_WS_TOKENS", '{"dash-1": "viewer:dashboards"}')
     assert ReadApiSettings().ws_tokens == WsSettings().ws_tokens == {"dash-1": "viewer:dashboards"}
     monkeypatch.setenv("IOC_WS_TOKENS", '{"x": "admin"}')
-    with pytest.raises(ValueError, match="role must be viewer or operator"):
+    with pytest.raises(ConfigurationError, match="role must be viewer or operator"):
         ReadApiSettings()
 
 

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from events.contracts import all_schemas
+from events.health import validate
 from events.kpis import KPI_CATALOGUE
 from events.records import AlertRecord, KpiRecord
 from readapi.app import ReadApi
@@ -140,12 +141,14 @@ async def test_v1_needs_a_push_server_token_health_and_metrics_do_not(
             f"{api.url}/v1/kpis", headers={"Authorization": f"Bearer {token}"}
         ) as r:
             assert r.status == 200
-    async with http.get(f"{api.url}/healthz") as r:
-        assert (r.status, await r.json()) == (200, {"status": "ok"})
+    async with http.get(f"{api.url}/readyz") as r:
+        body = await r.json()
+        validate("/readyz", r.status, body)
+        assert (r.status, body["checks"]["database"]["ok"]) == (200, True)
     async with http.get(f"{api.url}/metrics") as r:
         text = await r.text()
-    assert 'readapi_requests_total{route="/v1/kpis",status="401"} 3.0' in text
-    assert 'readapi_requests_total{route="/v1/kpis",status="200"} 2.0' in text
+    assert 'ioc_readapi_requests_total{route="/v1/kpis",status="401"} 3.0' in text
+    assert 'ioc_readapi_requests_total{route="/v1/kpis",status="200"} 2.0' in text
 
 
 async def test_the_catalogue_and_the_openapi_document(
@@ -325,17 +328,20 @@ async def test_an_unreachable_database_is_a_503_and_the_catalogue_still_answers(
 ) -> None:
     settings = ReadApiSettings(database_url="postgresql://postgres@127.0.0.1:9/ioc", readapi_port=0)
     async with ReadApi(settings) as down:
-        async with http.get(f"{down.url}/healthz") as r:
-            assert r.status == 503
-            assert (await r.json())["status"] == "unavailable"
+        async with http.get(f"{down.url}/readyz") as r:
+            body = await r.json()
+            validate("/readyz", r.status, body)
+            assert (r.status, body["status"]) == (503, "not_ready")
+        async with http.get(f"{down.url}/healthz") as r:  # alive all the same
+            validate("/healthz", r.status, await r.json())
         status, body = await get(http, down, "/v1/kpis/latest")
         assert (status, body["error"], body["parameter"]) == (503, "unavailable", None)
         status, _ = await get(http, down, "/v1/kpis")
         assert status == 200
         async with http.get(f"{down.url}/metrics") as r:
             text = await r.text()
-        assert "readapi_db_errors_total 1.0" in text
-        assert 'readapi_request_seconds_count{route="/v1/kpis/latest"} 1.0' in text
+        assert "ioc_readapi_db_errors_total 1.0" in text
+        assert 'ioc_readapi_request_seconds_count{route="/v1/kpis/latest"} 1.0' in text
 
 
 async def test_a_statement_over_the_timeout_is_cancelled_and_answered_503(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from events import health
 from events.aqi import vn_aqi
 from events.catalogue import EVENT_TYPES, key_for
 from events.envelope import decode, encode
@@ -23,7 +26,7 @@ from events.geography import DISTRICTS, SITE_RADIUS_KM
 from simulators.command import RateMeter, render
 from simulators.generator import ProvinceSimulator
 from simulators.injection import MALFORMED_KINDS, Injector, malformed_bytes
-from simulators.metrics import SimulatorMetrics
+from simulators.metrics import FAILURE_WINDOW_S, SimulatorMetrics
 from simulators.model import build_province
 from simulators.ratelimit import TokenBucket
 from simulators.runner import Progress
@@ -420,27 +423,47 @@ def test_settings_reject_bad_scenarios_and_impossible_fractions() -> None:
     assert SimulatorSettings(rate=50_000, workers=0).effective_workers >= 1
 
 
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
 def test_metrics_endpoint_serves_health_and_counts_deltas() -> None:
     metrics = SimulatorMetrics()
     metrics.serve("127.0.0.1", 0)
     try:
+        base = f"http://127.0.0.1:{metrics.port}"
+        status, before = _get(f"{base}/readyz")  # nothing acknowledged yet
+        health.validate(health.READYZ, status, before)
+        assert status == 503 and not before["checks"]["producer"]["ok"]
         first = Progress(sent=10, acked=8, by_domain=Counter(air=6, water=4))
-        metrics.update(first, 123.0)
+        metrics.update(first)
         later = Progress(sent=25, acked=25, by_domain=Counter(air=15, water=10))
         later.by_kind["duplicate"] = 2
-        metrics.update(later, 150.0)
-        base = f"http://127.0.0.1:{metrics.port}"
-        with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
-            health = json.loads(resp.read())
+        metrics.update(later)
+        alive, ready = _get(f"{base}/healthz"), _get(f"{base}/readyz")
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
             text = resp.read().decode()
+        metrics.update(Progress(sent=30, acked=27, failed=3))  # the broker refused 3
+        failing = _get(f"{base}/readyz")
     finally:
         metrics.close()
-    assert health == {"status": "ok", "sent": 25, "acked": 25, "failed": 0, "scenarios": []}
+    health.validate(health.HEALTHZ, *alive)
+    health.validate(health.READYZ, *ready)
+    assert ready[0] == 200 and ready[1]["component"] == "simulator"
+    assert set(ready[1]["checks"]) == {"producer", "sends"}
+    health.validate(health.READYZ, *failing)
+    assert failing[0] == 503 and not failing[1]["checks"]["sends"]["ok"]
+    # A failure older than the window no longer counts.
+    later = time.monotonic() + FAILURE_WINDOW_S + 1
+    assert all(c.ok for c in metrics.readiness(now=later))
     assert 'ioc_simulator_events_total{domain="air"} 15.0' in text
     assert 'ioc_simulator_injected_total{kind="duplicate"} 2.0' in text
     assert "ioc_simulator_acked_total 25.0" in text
-    assert "ioc_simulator_events_per_second 150.0" in text
+    assert "ioc_simulator_events_per_second" not in text  # rate() of the counter instead
 
 
 def test_progress_line_shows_rates_per_domain_and_the_scenario() -> None:

@@ -53,7 +53,7 @@ def test_the_board_follows_starts_lines_and_restarts() -> None:
 def _page(events: float, lag: dict[str, float]) -> str:
     registry = CollectorRegistry()
     Counter("ioc_streams_events", "e", registry=registry).inc(events)
-    g = Gauge("ioc_streams_lag", "l", ["source"], registry=registry)
+    g = Gauge("ioc_streams_lag_records", "l", ["source"], registry=registry)
     for source, value in lag.items():
         g.labels(source).set(value)
     return generate_latest(registry).decode()

@@ -26,7 +26,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from events import topics
+from events import health, topics
 from events.envelope import decode, encode, new_event
 from events.records import AlertRecord, DeadLetter, KpiRecord
 from ioc.services import timescale
@@ -217,9 +217,13 @@ async def test_sinks_end_to_end(
         assert {d.value for d in dead if d.component == "storage.raw"} == set(bad)
         async with aiohttp.ClientSession() as http:
             base = f"http://127.0.0.1:{settings.storage_http_port}"
-            async with http.get(f"{base}/health") as resp:
-                assert resp.status == 200
-                assert (await resp.json())["ok"] is True
+            async with http.get(f"{base}/readyz") as resp:
+                ready = await resp.json()
+                health.validate(health.READYZ, resp.status, ready)
+            assert resp.status == 200, ready
+            assert set(ready["checks"]) == {"database", "sink_raw", "sink_kpi", "sink_alerts"}
+            async with http.get(f"{base}/healthz") as resp:
+                health.validate(health.HEALTHZ, resp.status, await resp.json())
             async with http.get(f"{base}/metrics") as resp:
                 text = await resp.text()
         assert 'ioc_sink_rows_total{sink="raw"}' in text
@@ -298,7 +302,7 @@ async def test_database_outage_pauses_and_resumes_without_loss_or_duplicates(
         retry_max_s=settings.sink_retry_max_s,
     )
     health_port = _free_port()
-    http_runner = web.AppRunner(health_app([sink], registry), access_log=None)
+    http_runner = web.AppRunner(health_app([sink], registry, database_url), access_log=None)
     await http_runner.setup()
     await web.TCPSite(http_runner, "127.0.0.1", health_port).start()
     stop = asyncio.Event()
@@ -339,12 +343,18 @@ async def test_database_outage_pauses_and_resumes_without_loss_or_duplicates(
         await asyncio.to_thread(timescale.down, service_settings)
         outage_end = time.monotonic() + 30
         health_during_outage: list[int] = []
+        failing: set[str] = set()  # checks seen failing
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < outage_end:
                 paused_seen = paused_seen or sink.health.paused_since is not None
-                async with http.get(f"http://127.0.0.1:{health_port}/health") as resp:
+                async with http.get(f"http://127.0.0.1:{health_port}/readyz") as resp:
+                    body = await resp.json()
+                    health.validate(health.READYZ, resp.status, body)
                     health_during_outage.append(resp.status)
-                await asyncio.sleep(0.2)
+                    failing |= {n for n, c in body["checks"].items() if not c["ok"]}
+                async with http.get(f"http://127.0.0.1:{health_port}/healthz") as resp:
+                    assert resp.status == 200  # alive throughout
+                await asyncio.sleep(0.2)  # polling interval
         await asyncio.to_thread(_timescale_up, service_settings)
         await production
         conn = await asyncpg.connect(database_url)
@@ -365,6 +375,7 @@ async def test_database_outage_pauses_and_resumes_without_loss_or_duplicates(
         assert distinct == total
         assert paused_seen, "the sink never paused during the outage"
         assert 503 in health_during_outage
+        assert failing == {"database", "sink_raw"}, failing
         assert sink.health.paused_since is None
         assert registry.get_sample_value("ioc_sink_db_errors_total", {"sink": "raw"}) >= 1
         # Offsets were committed up to the last record, once the rows were durable.
@@ -508,12 +519,12 @@ async def _all_dead_letters(bootstrap_servers: str) -> list[DeadLetter]:
 
 
 async def _spawn_storage(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    """`python -m storage` (the `storage` component of `ioc up`), once /health says 200."""
+    """`python -m storage` (the `storage` component of `ioc up`), once /readyz says 200."""
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "storage", env={**os.environ, **env}, stdout=out, stderr=out
         )
-    url = f"http://127.0.0.1:{env['IOC_STORAGE_HTTP_PORT']}/health"
+    url = f"http://127.0.0.1:{env['IOC_STORAGE_HTTP_PORT']}/readyz"
 
     async def healthy() -> bool:
         assert proc.returncode is None, _read(log)

@@ -12,10 +12,13 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from events import health
 from tests.streams_helpers import T0, air
 from tests.test_streams_integration import (
     MIN,
@@ -64,6 +67,17 @@ async def test_faust_hosted_worker_gives_exact_kpis(
     for phase in ("apply", "publish", "checkpoint", "flush"):
         seconds = await _metric(port, f'ioc_streams_phase_seconds_total{{phase="{phase}"}}')
         assert seconds is not None and seconds > 0, phase
+    # Ready on the Faust host too: assigned, restored, caught up.
+    async with aiohttp.ClientSession() as http:
+
+        async def ready() -> dict[str, Any] | None:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                body: dict[str, Any] = await resp.json()
+                health.validate(health.READYZ, resp.status, body)
+            return body if resp.status == 200 else None
+
+        body = await _wait_for(ready, 30, "the Faust-hosted worker to be ready")
+    assert set(body["checks"]) == {"assigned", "restored", "caught_up"}
     log = (tmp_path / f"{workers.group}-0.log").read_text()
     assert '"engine": "faust"' in log or "engine=faust" in log
     # mode's per-tick "Timer ... is overlapping" warnings are silenced (streams/faust_app.py)

@@ -17,12 +17,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from events import health
 from events.records import DeadLetter, KpiRecord
 from events.topics import DOMAINS
 from streams.state import read_to_end
@@ -297,13 +299,28 @@ async def test_events_give_exact_kpis_and_bad_records_become_dead_letters(
     assert sum(r.count for r in late.values()) == 1
 
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{http_port}/health") as resp:
-            health = await resp.json()
-        async with http.get(f"http://127.0.0.1:{http_port}/metrics") as resp:
+        base = f"http://127.0.0.1:{http_port}"
+
+        async def readiness() -> tuple[int, dict[str, Any]] | None:
+            async with http.get(f"{base}/readyz") as resp:
+                answer = resp.status, await resp.json()
+            return answer if answer[0] == 200 else None
+
+        # Ready: assigned, restored, and caught up (the lag is measured at checkpoints).
+        status, ready = await _wait_for(readiness, 30, "the worker to be ready")
+        health.validate(health.READYZ, status, ready)
+        assert ready["component"] == "streams"
+        assert set(ready["checks"]) == {"assigned", "restored", "caught_up"}
+        async with http.get(f"{base}/healthz") as resp:
+            health.validate(health.HEALTHZ, resp.status, await resp.json())
+        async with http.get(f"{base}/metrics") as resp:
             metrics = await resp.text()
-    assert health["status"] == "ok" and health["events"] == 1200 + PARTITIONS
+    assert f"ioc_streams_events_total {float(1200 + PARTITIONS)}" in metrics
+    # every record read, good or bad, counts as input of its domain
+    assert f'ioc_streams_input_events_total{{domain="air"}} {float(len(values))}' in metrics
     assert 'ioc_streams_dead_letters_total{reason="too_late"} 1.0' in metrics
-    assert f'ioc_streams_watermark_ms{{source="{t.air}:0"}}' in metrics
+    assert f'ioc_streams_watermark_timestamp_seconds{{source="{t.air}:0"}}' in metrics
+    assert f'ioc_streams_lag_records{{source="{t.air}:0"}}' in metrics
 
 
 @pytest.mark.broker_sensitive

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from events import topics
+from events import health, topics
 from events.records import AlertCommand, AlertRecord, KpiRecord
 from ioc.services import broker
 from storage import writers
@@ -165,13 +165,18 @@ async def test_http_page_assets_health_and_metrics(app: WsApp) -> None:
             ("static/leaflet.js", "Leaflet 1.9.4"),
             ("static/districts.geojson", '"approximate": true'),
             ("static/stations.geojson", "HD-TV-PL"),
-            ("healthz", '"ok"'),
-            ("metrics", "ws_clients"),
+            ("healthz", '"alive"'),
+            ("readyz", '"ready"'),
+            ("metrics", "ioc_ws_clients "),
+            ("metrics", "ioc_ws_frames_sent_total "),
             ("config.json", "Hải Dương"),
         ]:
             async with http.get(base + path) as resp:
                 assert resp.status == 200, path
                 assert needle in await resp.text(), path
+        for path in (health.HEALTHZ, health.READYZ):
+            async with http.get(base + path.lstrip("/")) as resp:
+                health.validate(path, resp.status, await resp.json(content_type=None))
         async with http.get(base + "static/../settings.py") as resp:
             assert resp.status == 404
         async with http.get(base + "nothing-here") as resp:
@@ -635,6 +640,14 @@ async def test_no_websocket_before_the_stream_is_read() -> None:
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"ws://127.0.0.1:{server.port}/ws")
         assert refused.value.response.status_code == 503
+        base = f"http://127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as resp:  # not ready, and says why
+                body = await resp.json(content_type=None)
+                health.validate(health.READYZ, resp.status, body)
+            assert resp.status == 503 and not body["checks"]["consumer"]["ok"]
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200  # alive all the same
         server.consumer_ready = True
         ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
         await ws.close()

@@ -1,6 +1,6 @@
-"""Plain HTTP beside the websocket: the wall page and its assets, /config.json (the
-catalogues the page needs), /healthz and /metrics. Pure functions from a path to a
-response triple, so they are testable without a socket."""
+"""Plain HTTP beside the websocket: the wall page and its assets and /config.json (the
+catalogues the page needs; /healthz, /readyz and /metrics are answered by ws.server).
+Pure functions from a path to a response triple, so they are testable without a socket."""
 
 from __future__ import annotations
 

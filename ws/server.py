@@ -28,6 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from events import health
 from events.errors import ProtocolError
 from events.records import AlertCommand, AlertRecord, KpiRecord
 from ws import assemble, http, notice
@@ -59,26 +60,26 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.clients = Gauge("ws_clients", "Open websocket connections", registry=r)
-        self.frames = Counter("ws_frames_sent", "Frames sent to clients", registry=r)
+        self.clients = Gauge("ioc_ws_clients", "Open websocket connections", registry=r)
+        self.frames = Counter("ioc_ws_frames_sent", "Frames sent to clients", registry=r)
         self.records = Counter(
-            "ws_records_in", "Records consumed from the topics", ["topic"], registry=r
+            "ioc_ws_records_in", "Records consumed from the topics", ["topic"], registry=r
         )
-        self.errors = Counter("ws_error_frames", "Error frames sent", ["code"], registry=r)
+        self.errors = Counter("ioc_ws_error_frames", "Error frames sent", ["code"], registry=r)
         self.rejected = Counter(
-            "ws_rejected_handshakes", "Handshakes refused", ["reason"], registry=r
+            "ioc_ws_rejected_handshakes", "Handshakes refused", ["reason"], registry=r
         )
-        self.slow = Counter("ws_slow_disconnects", "Clients dropped for being slow", registry=r)
+        self.slow = Counter("ioc_ws_slow_disconnects", "Clients dropped for being slow", registry=r)
         self.commands = Counter(
-            "ws_commands", "Operator commands forwarded", ["command"], registry=r
+            "ioc_ws_commands", "Operator commands forwarded", ["command"], registry=r
         )
         self.omitted = Counter(
-            "ws_snapshot_items_omitted",
+            "ioc_ws_snapshot_items_omitted",
             "Snapshot items left out to keep a frame within IOC_WS_SNAPSHOT_MAX_BYTES",
             registry=r,
         )
         self.pending = Gauge(
-            "ws_pending_updates", "Coalesced updates waiting in client queues", registry=r
+            "ioc_ws_pending_updates", "Coalesced updates waiting in client queues", registry=r
         )
 
 
@@ -109,6 +110,7 @@ class PushServer:
         self._watchdog: asyncio.Task[None] | None = None
         self._config_body: bytes | None = None
         self.consumer_ready = False  # set by the bridge once it has its partitions
+        self._started = time.monotonic()
         # The operational notice in force (a broker restart), sent after every welcome.
         self.notice: dict[str, Any] | None = None
         self._notice_task: asyncio.Task[None] | None = None
@@ -271,10 +273,13 @@ class PushServer:
                 self.metrics.rejected.labels("token").inc()
                 return conn.respond(401, "unknown token\n")
             return None
-        if parts.path == "/healthz":
-            healthy = self.consumer_ready
-            body = {"status": "ok" if healthy else "starting", "clients": len(self.hub.clients)}
-            return self._respond(200 if healthy else 503, "application/json", encode_frame(body))
+        if parts.path in (health.HEALTHZ, health.READYZ):
+            answer = (
+                health.alive("ws", self._started)
+                if parts.path == health.HEALTHZ
+                else health.ready("ws", self.readiness())
+            )
+            return self._respond(answer.status, health.CONTENT_TYPE, answer.encoded())
         if parts.path == "/metrics":
             self.metrics.clients.set(len(self.hub.clients))
             self.metrics.pending.set(sum(c.pending_count for c in self.hub.clients.values()))
@@ -289,6 +294,13 @@ class PushServer:
         if found is None:
             return conn.respond(404, f"no such page: {parts.path}\n")
         return self._respond(*found)
+
+    def readiness(self) -> list[health.Check]:
+        """Ready once the bridge reads the stream: partitions assigned and their seeks
+        resolved (before, a snapshot could miss what is published meanwhile)."""
+        ok = self.consumer_ready
+        detail = "reading ioc.kpi and ioc.alerts" if ok else "assigning partitions, seeking"
+        return [health.Check("consumer", ok, detail)]
 
     @staticmethod
     def _respond(status: int, ctype: str, body: str | bytes) -> Response:

@@ -35,7 +35,7 @@ async def _run(show_progress: bool, engine: str = "faust") -> None:
     with console.status("streams worker starting…") as status:
         while not task.done():
             await asyncio.wait({task}, timeout=1.0)
-            h = worker.health()
+            h = worker.progress()
             status.update(
                 f"streams worker: {h['events']:,} events · "
                 f"{len(h['source_partitions'])} source partitions · "

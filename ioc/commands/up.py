@@ -15,6 +15,7 @@ from ioc.broker_guard import tansu_guard
 from ioc.commands import services as services_cmd
 from ioc.component_output import ComponentOutput, LogFiles, PrefixedLines, StatusBoard, Tee
 from ioc.components import demo_components, metrics_urls, wall_display_url
+from ioc.observability import prometheus_component
 from ioc.status_view import MetricsProbe, render
 from ioc.supervisor import Guard, Supervisor
 
@@ -26,6 +27,11 @@ def up(
         False, help="leave the services running after Ctrl-C (default: stop those we started)"
     ),
     broker: services_cmd.Broker | None = services_cmd.BROKER_OPTION,
+    with_prometheus: bool = typer.Option(
+        False,
+        help="also run the distribution's Prometheus (when installed) on the scrape config "
+        "of deploy/prometheus/prometheus.yml, pointed at the local ports",
+    ),
     verbose: bool = typer.Option(
         False,
         "--verbose",
@@ -42,6 +48,11 @@ def up(
         started = services.up(settings, log=lambda msg: spinner.update(msg))
     services_cmd.show_status(settings)
     components = demo_components(settings)
+    if with_prometheus:
+        prometheus, message = prometheus_component(settings)
+        console.print(message)
+        if prometheus is not None:
+            components.append(prometheus)
     url = wall_display_url(settings)
     if url:
         console.print(f"[bold green]wall display: {url}[/]")

@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -35,6 +34,7 @@ from pydantic_settings import SettingsConfigDict
 from events import topics
 from events.brokers import producer_options, refresh_metadata
 from events.errors import InvalidEventError, describe_exception
+from events.health import Check, add_aiohttp_routes
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from events.settings import IocSettings
 from streams.alerts.engine import AlertEngine
@@ -75,7 +75,7 @@ async def _behind(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]
     return False
 
 
-class _Metrics:
+class AlertsMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -87,7 +87,7 @@ class _Metrics:
             "ioc_alerts_transitions", "alert records published", ["state"], registry=r
         )
         self.deadletters = Counter(
-            "ioc_alerts_deadletters", "dead letters published", ["reason"], registry=r
+            "ioc_alerts_dead_letters", "dead letters published", ["reason"], registry=r
         )
         self.active = Gauge("ioc_alerts_active", "active alerts", registry=r)
         self.batch_seconds = Histogram(
@@ -103,7 +103,7 @@ class AlertsWorker:
             silence_settle_seconds=settings.alerts_silence_settle_seconds,
             silence_idle_advance=settings.alerts_silence_wall_clock,
         )
-        self.metrics = _Metrics()
+        self.metrics = AlertsMetrics()
         self.ready = asyncio.Event()
         self.http_port: int | None = None
         self._last_tick = 0.0
@@ -311,7 +311,7 @@ class AlertsWorker:
 
     async def _serve_http(self) -> web.AppRunner:
         app = web.Application()
-        app.router.add_get("/healthz", self._health)
+        add_aiohttp_routes(app, COMPONENT, self.readiness)
         app.router.add_get("/metrics", self._metrics_page)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -321,18 +321,13 @@ class AlertsWorker:
         self.http_port = int(server.sockets[0].getsockname()[1])
         return runner
 
-    async def _health(self, _request: web.Request) -> web.Response:
-        body = {
-            "component": COMPONENT,
-            "status": "ok" if self.ready.is_set() else "starting",
-            "active_alerts": len(self.engine.active_alerts()),
-            "event_clock_ms": self.engine.clock_ms,
-        }
-        return web.Response(
-            body=orjson.dumps(body),
-            status=200 if self.ready.is_set() else 503,
-            content_type="application/json",
-        )
+    async def readiness(self) -> list[Check]:
+        """Ready once recovery is done: the KPI history replayed and every alert's state
+        read back from ``ioc.alerts`` (before that, its alerts could be wrong)."""
+        if not self.ready.is_set():
+            return [Check("recovered", False, "replaying ioc.kpi and reading ioc.alerts")]
+        active = len(self.engine.active_alerts())
+        return [Check("recovered", True, f"live; {active} active alert(s)")]
 
     async def _metrics_page(self, _request: web.Request) -> web.Response:
         return web.Response(

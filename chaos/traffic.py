@@ -125,8 +125,9 @@ class KafkaWay(Way):
 class HttpWay(Way):
     name = "http"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: str) -> None:
         self._url = url
+        self._key = key  # an ingest key's secret (the demo key: any type, any source)
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -141,7 +142,10 @@ class HttpWay(Way):
 
     async def send_raw(self, station: str, raw: bytes) -> int | bool:
         assert self._http is not None
-        headers = {"Content-Type": "application/cloudevents+json"}
+        headers = {
+            "Content-Type": "application/cloudevents+json",
+            "Authorization": f"Bearer {self._key}",
+        }
         try:
             async with self._http.post(self._url, data=raw, headers=headers) as resp:
                 await resp.read()

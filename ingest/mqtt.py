@@ -128,7 +128,7 @@ class MqttBridge:
         while True:
             try:
                 if records:
-                    await self._publisher.publish(records)
+                    await self._publisher.publish(records, bounded=False)
                 if letters:
                     await self._publisher.dead_letter(letters)
                 break

@@ -13,11 +13,29 @@ from events.topics import DEADLETTER
 from ingest.gateway import KafkaRecord
 
 
+class Backpressure(Exception):
+    """The producer already holds as many unacknowledged bytes as it may; retry later."""
+
+
 class KafkaPublisher:
     """Sends batches and returns only once the broker has acknowledged every record
-    (acks=all), so a caller can acknowledge its own sender afterwards."""
+    (acks=all), so a caller can acknowledge its own sender afterwards.
 
-    def __init__(self, bootstrap_servers: str, client_id: str = "ioc-ingest") -> None:
+    ``max_inflight_bytes`` bounds what bounded callers (the HTTP gateway: any number of
+    concurrent requests) may have handed over and not yet seen acknowledged: past it,
+    :meth:`publish` raises :class:`Backpressure` at once instead of queueing the records in
+    memory while the broker is slow or away. A batch is admitted whenever nothing is in
+    flight, so a request larger than the bound still gets through on its own.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str = "ioc-ingest",
+        max_inflight_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -32,11 +50,25 @@ class KafkaPublisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        # send() only appends to the producer's batch; the one await that matters is
-        # the gather of the delivery futures, once per request or MQTT batch.
-        futures = [await self._producer.send(r.topic, value=r.value, key=r.key) for r in records]
-        await asyncio.gather(*futures)
+    async def publish(self, records: Sequence[KafkaRecord], bounded: bool = True) -> None:
+        """Publish and wait for the acknowledgements. ``bounded=False`` skips the in-flight
+        bound: the MQTT bridge forwards one batch at a time, which bounds it already."""
+        size = sum(len(r.value) + len(r.key) for r in records)
+        if bounded and self.inflight_bytes and self.inflight_bytes + size > self.max_inflight_bytes:
+            raise Backpressure(
+                f"{self.inflight_bytes} bytes await the broker's acknowledgement "
+                f"(limit {self.max_inflight_bytes})"
+            )
+        self.inflight_bytes += size
+        try:
+            # send() only appends to the producer's batch; the one await that matters is
+            # the gather of the delivery futures, once per request or MQTT batch.
+            futures = [
+                await self._producer.send(r.topic, value=r.value, key=r.key) for r in records
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            self.inflight_bytes -= size
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         futures = [

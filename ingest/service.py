@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from ingest.http import build_app
+from ingest.keystore import KeyCache
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import MqttBridge
 from ingest.publisher import KafkaPublisher
@@ -23,9 +24,18 @@ async def serve(
 ) -> None:
     """Serve until ``stop`` is set (by default: until SIGINT/SIGTERM)."""
     metrics = IngestMetrics()
-    publisher = KafkaPublisher(settings.bootstrap_servers)
+    keys = KeyCache(
+        settings.database_url, settings.ingest_keys_refresh_s, settings.ingest_keys_max_stale_s
+    )
+    # A first load before the port opens, so that a healthy gateway knows its keys (when
+    # the database is away, requests get 503 until a later reload succeeds).
+    if not await keys.reload():
+        log.warning("ingest_keys_not_loaded", error=keys.last_error)
+    publisher = KafkaPublisher(
+        settings.bootstrap_servers, max_inflight_bytes=settings.ingest_max_inflight_bytes
+    )
     await publisher.start()
-    runner = web.AppRunner(build_app(settings, publisher, metrics), access_log=None)
+    runner = web.AppRunner(build_app(settings, publisher, metrics, keys), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.ingest_http_host, settings.ingest_http_port)
     await site.start()
@@ -39,6 +49,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    key_reloads = asyncio.create_task(keys.run())
     bridge = asyncio.create_task(MqttBridge(settings, publisher, metrics).run()) if mqtt else None
     try:
         await stop.wait()
@@ -49,3 +60,6 @@ async def serve(
                 await bridge
         await runner.cleanup()
         await publisher.stop()
+        key_reloads.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await key_reloads

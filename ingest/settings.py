@@ -12,12 +12,27 @@ class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    # Where the ingest keys live (table ingest_keys; `ioc ingest keys add|list|revoke`).
+    database_url: str = "postgresql://postgres@127.0.0.1:55432/ioc"
+    # The gateway reloads the active keys this often: a new key works, a revoked one stops
+    # working, within this time. When the database cannot be read, the last list serves
+    # for at most ingest_keys_max_stale_s after its load, then requests get 503.
+    ingest_keys_refresh_s: float = Field(default=5.0, gt=0)
+    ingest_keys_max_stale_s: float = Field(default=60.0, gt=0)
+    # The secret of the key `demo` that `ioc up` creates (any type, any source).
+    ingest_demo_key: str = Field(default="demo-ingest-key", min_length=8)
     ingest_http_host: str = "127.0.0.1"
     ingest_http_port: int = 8081
     # A request body larger than this is refused with 413 before it is parsed.
     ingest_max_body_bytes: int = 4 * 1024 * 1024
     # At most this many events in one batch request.
     ingest_max_batch: int = 5000
+    # Bytes of events handed to the Kafka producer and not yet acknowledged by the broker:
+    # past this, HTTP requests get 429 with Retry-After (seconds) instead of queueing in
+    # memory. A request is always admitted when nothing is in flight, so a single large
+    # batch cannot be refused forever.
+    ingest_max_inflight_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    ingest_retry_after_s: int = Field(default=1, ge=1)
     # An event whose time lies further ahead of the gateway's clock is refused with
     # reason ``future_time`` (IOC_MAX_FUTURE_SKEW_S, shared with the stream workers).
     max_future_skew_s: float = Field(default=DEFAULT_MAX_FUTURE_SKEW_S, ge=0)

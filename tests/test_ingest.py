@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
@@ -26,11 +27,19 @@ from events.envelope import decode, encode, new_event
 from events.errors import InvalidEventError
 from events.records import DeadLetter
 from events.topics import DEADLETTER, events_topic
+from ingest import keystore
 from ingest.gateway import BATCH, RejectedRequest, parse_request
 from ingest.service import serve
 from ingest.settings import IngestSettings
 from ioc.services import broker
+from tests.db_helpers import migrated
 from tests.private_broker import private_broker
+
+# Keys of the test gateways (in the session's database): one for anything, one scoped as
+# the issue's example. AUTH is the header other test modules post with.
+ALL_SECRET = "test-ingest-all-key"
+AIR_SECRET = "test-ingest-air-key"
+AUTH = {"Authorization": f"Bearer {ALL_SECRET}"}
 
 
 def air_event(station: str = "HD-AQ-001", pm25: float = 42.0) -> dict[str, object]:
@@ -89,12 +98,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def ensure_test_keys(database_url: str) -> str:
+    """The test keys exist in this (migrated) database; returns its URL."""
+    conn = await asyncpg.connect(await migrated(database_url))
+    try:
+        await keystore.ensure_key(conn, "test-all", ALL_SECRET, ["*"], ["*"])
+        await keystore.ensure_key(
+            conn, "test-air", AIR_SECRET, ["vn.ioc.air.*"], ["/sensors/air/*"]
+        )
+    finally:
+        await conn.close()
+    return database_url
+
+
 @pytest.fixture(scope="module")
 async def gateway(
-    bootstrap_servers: str, mqtt_address: tuple[str, int]
+    bootstrap_servers: str, mqtt_address: tuple[str, int], database_url: str
 ) -> AsyncIterator[IngestSettings]:
     settings = IngestSettings(
         bootstrap_servers=bootstrap_servers,
+        database_url=await ensure_test_keys(database_url),
+        # short, so that the revocation test waits briefly
+        ingest_keys_refresh_s=0.2,
         ingest_http_port=_free_port(),
         ingest_max_body_bytes=256 * 1024,
         mqtt_host=mqtt_address[0],
@@ -183,12 +208,14 @@ async def test_http_events_reach_their_topic(gateway: IngestSettings) -> None:
     url = f"http://127.0.0.1:{gateway.ingest_http_port}/events"
     async with aiohttp.ClientSession() as http:
         async with http.post(
-            url, data=encode(events[0]), headers={"Content-Type": "application/cloudevents+json"}
+            url,
+            data=encode(events[0]),
+            headers={"Content-Type": "application/cloudevents+json", **AUTH},
         ) as one:
             assert one.status == 202
             assert await one.json() == {"accepted": 1}
         async with http.post(
-            url, data=orjson.dumps(events[1:]), headers={"Content-Type": BATCH}
+            url, data=orjson.dumps(events[1:]), headers={"Content-Type": BATCH, **AUTH}
         ) as many:
             assert many.status == 202
             assert await many.json() == {"accepted": 4}
@@ -201,20 +228,19 @@ async def test_http_events_reach_their_topic(gateway: IngestSettings) -> None:
 async def test_http_bad_input_gets_4xx_with_a_reason(gateway: IngestSettings) -> None:
     url = f"http://127.0.0.1:{gateway.ingest_http_port}/events"
     async with aiohttp.ClientSession() as http:
-        async with http.post(url, data=b"{", headers={"Content-Type": "application/json"}) as r:
+        json = {"Content-Type": "application/json", **AUTH}
+        async with http.post(url, data=b"{", headers=json) as r:
             assert r.status == 400
             assert (await r.json())["error"] == "undecodable"
-        async with http.post(
-            url, data=encode(air_event(pm25=-1)), headers={"Content-Type": "application/json"}
-        ) as r:
+        async with http.post(url, data=encode(air_event(pm25=-1)), headers=json) as r:
             assert r.status == 400
             body = await r.json()
             assert body["error"] == "invalid_events"
             assert body["rejected"][0]["reason"] == "out_of_range"
-        async with http.post(url, data=b"x", headers={"Content-Type": "text/plain"}) as r:
+        async with http.post(url, data=b"x", headers={"Content-Type": "text/plain", **AUTH}) as r:
             assert r.status == 415
         big = b"[" + b" " * (300 * 1024) + b"]"
-        async with http.post(url, data=big, headers={"Content-Type": BATCH}) as r:
+        async with http.post(url, data=big, headers={"Content-Type": BATCH, **AUTH}) as r:
             assert r.status == 413
             assert (await r.json())["error"] == "oversize"
         async with http.get(f"http://127.0.0.1:{gateway.ingest_http_port}/metrics") as r:
@@ -263,17 +289,24 @@ async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
     assert letters[0].component == "ingest.mqtt"
 
 
-async def test_http_answers_503_while_the_broker_cannot_take_the_events(
-    tmp_path: Path,
+async def test_http_answers_503_while_the_broker_cannot_take_the_events_and_429_meanwhile(
+    tmp_path: Path, database_url: str
 ) -> None:
+    """While one request waits for a broker that is away, the producer holds its bytes:
+    more than IOC_INGEST_MAX_INFLIGHT_BYTES in flight is refused at once with 429 and
+    Retry-After instead of queueing in memory."""
     with private_broker(tmp_path) as own:
         settings = IngestSettings(
-            bootstrap_servers=own.bootstrap_servers, ingest_http_port=_free_port()
+            bootstrap_servers=own.bootstrap_servers,
+            ingest_http_port=_free_port(),
+            database_url=await ensure_test_keys(database_url),
+            ingest_max_inflight_bytes=1,  # anything beside one request in flight is too much
+            ingest_retry_after_s=3,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(serve(settings, mqtt=False, stop=stop))
         base = f"http://127.0.0.1:{settings.ingest_http_port}"
-        headers = {"Content-Type": "application/cloudevents+json"}
+        headers = {"Content-Type": "application/cloudevents+json", **AUTH}
         try:
             async with aiohttp.ClientSession() as http:
                 await _wait_healthy(http, f"{base}/healthz")
@@ -283,20 +316,48 @@ async def test_http_answers_503_while_the_broker_cannot_take_the_events(
                     assert (r.status, await r.json()) == (202, {"accepted": 1})
                 broker.down(own)  # the broker goes away; the gateway keeps running
                 lost = air_event("DOWN")
+                held = asyncio.create_task(
+                    http.post(
+                        f"{base}/events",
+                        data=encode(lost),
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=120),
+                    )
+                )
+                deadline = time.monotonic() + 20
+                while _metric(await _get(http, f"{base}/metrics"), "ioc_ingest_inflight_bytes") < 1:
+                    assert time.monotonic() < deadline, (
+                        "the held request never reached the producer"
+                    )
+                    await asyncio.sleep(0.05)  # polling interval of the condition above
                 async with http.post(
-                    f"{base}/events",
-                    data=encode(lost),
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=120),
+                    f"{base}/events", data=encode(air_event("BUSY")), headers=headers
                 ) as r:
+                    assert r.status == 429
+                    assert r.headers["Retry-After"] == "3"
+                    assert (await r.json())["error"] == "busy"
+                async with await held as r:
                     assert r.status == 503
                     assert (await r.json())["error"] == "unavailable"
-                async with http.get(f"{base}/metrics") as r:
-                    text = await r.text()
+                text = await _get(http, f"{base}/metrics")
                 assert 'ioc_ingest_publish_errors_total{gateway="http"} 1.0' in text
+                assert 'ioc_ingest_requests_refused_total{reason="busy"} 1.0' in text
+                assert _metric(text, "ioc_ingest_inflight_bytes") == 0
         finally:
             stop.set()
             await task
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as r:
+        return await r.text()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
 
 
 async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:

@@ -1,0 +1,17 @@
+-- Keys of the ingest gateways (issue #11): who may publish which event types from which
+-- sources. Only the SHA-256 of a secret is stored (ingest/keys.py says why that hash); a
+-- revoked key keeps its row (when, and what it was allowed) but can never be used again,
+-- and its name is free for a new key.
+CREATE TABLE ingest_keys (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text        NOT NULL,
+    secret_hash bytea       NOT NULL,
+    types       text[]      NOT NULL,
+    sources     text[]      NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+-- One active key per name (the name is its MQTT account), and no two active keys share a
+-- secret (the gateway finds a key by its secret's hash).
+CREATE UNIQUE INDEX ingest_keys_active_name ON ingest_keys (name) WHERE revoked_at IS NULL;
+CREATE UNIQUE INDEX ingest_keys_active_hash ON ingest_keys (secret_hash) WHERE revoked_at IS NULL;

@@ -168,6 +168,9 @@ async def test_an_event_outside_the_keys_scope_refuses_the_request_with_its_inde
     assert status == 403
     assert body["error"] == "out_of_scope"
     assert [(r["index"], r["reason"]) for r in body["rejected"]] == [(1, "source_not_allowed")]
+    # an invalid event is named first (400), whether or not the key could send it
+    status, body, _ = await _post(gateway, [foreign, air_event(pm25=-1)], air_key)
+    assert (status, body["error"]) == (400, "invalid_events")
     # the same key within its scope is accepted; the refused request left nothing behind:
     # `late` has the source of `inside`, so it follows it on the same partition
     late = air_event("SCOPE-OK")
@@ -258,8 +261,20 @@ async def test_keys_made_and_revoked_with_the_cli_work_and_stop_within_the_refre
     assert revoked.returncode == 0, revoked.stderr
     await _status_until(gateway, bearer, 401, within)
     assert _ioc("ingest", "keys", "revoke", name, database_url=url).returncode == 2
+    # the name is free again; --types repeated and comma-separated
+    again = _ioc(
+        "ingest", "keys", "add", name, "--types", "vn.ioc.air.*",
+        "--types", "vn.ioc.water.*,vn.ioc.energy.*", "--sources", "*", database_url=url,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    listed = _ioc("ingest", "keys", "list", "--json", database_url=url)
+    [mine] = [k for k in orjson.loads(listed.stdout) if k["name"] == name]
+    assert mine["types"] == ["vn.ioc.air.*", "vn.ioc.water.*", "vn.ioc.energy.*"]
     listed = _ioc("ingest", "keys", "list", "--json", "--revoked", database_url=url)
-    assert [k["revoked_at"] is not None for k in orjson.loads(listed.stdout) if k["name"] == name]
+    revoked = [
+        k["revoked_at"] is not None for k in orjson.loads(listed.stdout) if k["name"] == name
+    ]
+    assert revoked == [True, False]  # the revoked key, then the new one
 
 
 async def test_the_demo_key_is_the_setting_and_publishes_anything(

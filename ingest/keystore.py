@@ -129,14 +129,27 @@ class KeysUnavailable(Exception):
 class KeyCache:
     """The active keys, reloaded periodically by :meth:`run` (see the module docstring)."""
 
-    def __init__(self, database_url: str, refresh_s: float, max_stale_s: float) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        refresh_s: float,
+        max_stale_s: float,
+        refused_secrets: Sequence[str] = (),
+    ) -> None:
         self._url = database_url
+        # keys with these secrets are left out of every load (the demo's, in a deployment)
+        self._refused = frozenset(hash_secret(s) for s in refused_secrets)
+        self.refused_names: list[str] = []
         self._refresh_s = refresh_s
         self._max_stale_s = max_stale_s
         self._keys: list[IngestKey] = []
         self._loaded_at: float | None = None
         self._conn: asyncpg.Connection | None = None
         self.last_error = ""
+
+    @property
+    def keys(self) -> list[IngestKey]:
+        return list(self._keys)
 
     def lookup(self, secret: str) -> IngestKey | None:
         """The key of this secret, None for an unknown secret; raises
@@ -158,9 +171,10 @@ class KeyCache:
         except Exception as exc:  # unreachable, dropped, or anything else: never stop reloading
             self.last_error = f"cannot read the ingest keys: {describe_exception(exc)}"
             log.warning("ingest_keys_unavailable", error=self.last_error)
-            await self._drop_connection()
+            await self.close()
             return False
-        self._keys = keys
+        self.refused_names = sorted(k.name for k in keys if k.secret_hash in self._refused)
+        self._keys = [k for k in keys if k.secret_hash not in self._refused]
         self._loaded_at = time.monotonic()
         self.last_error = ""
         return True
@@ -173,9 +187,9 @@ class KeyCache:
                 await asyncio.sleep(self._refresh_s)  # the refresh period, by design
                 await self.reload()
         finally:
-            await self._drop_connection()
+            await self.close()
 
-    async def _drop_connection(self) -> None:
+    async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.terminate()

@@ -7,6 +7,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S
 
+# Published in the README: a deployment must never accept it (ingest_refuse_demo_key).
+DEFAULT_DEMO_KEY = "demo-ingest-key"
+
 
 class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
@@ -20,7 +23,11 @@ class IngestSettings(BaseSettings):
     ingest_keys_refresh_s: float = Field(default=5.0, gt=0)
     ingest_keys_max_stale_s: float = Field(default=60.0, gt=0)
     # The secret of the key `demo` that `ioc up` creates (any type, any source).
-    ingest_demo_key: str = Field(default="demo-ingest-key", min_length=8)
+    ingest_demo_key: str = Field(default=DEFAULT_DEMO_KEY, min_length=8)
+    # A deployment (docker-compose.yml) sets this: the gateway then refuses to start
+    # without an active key, never accepts a key whose secret is the demo's (the default
+    # one or IOC_INGEST_DEMO_KEY), and refuses to start while such a key is active.
+    ingest_refuse_demo_key: bool = False
     ingest_http_host: str = "127.0.0.1"
     ingest_http_port: int = 8081
     # A request body larger than this is refused with 413 before it is parsed.

@@ -42,6 +42,7 @@ from ingest.service import serve
 from ingest.settings import IngestSettings
 from ioc.commands.ingest import provision_demo_key
 from ioc.services import timescale
+from tests.db_helpers import migrated
 from tests.test_ingest import (
     AIR_SECRET,
     AUTH,
@@ -210,10 +211,14 @@ def _ioc(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
 async def _status_until(
     settings: IngestSettings, headers: dict[str, str], wanted: int, within_s: float
 ) -> float:
-    """Post until the answer is ``wanted``; returns how long that took."""
+    """Post until the answer is ``wanted`` (the port may still be opening); returns how
+    long that took."""
     begin = time.monotonic()
     while True:
-        status, _, _ = await _post(settings, [air_event("WAIT")], headers)
+        try:
+            status, _, _ = await _post(settings, [air_event("WAIT")], headers)
+        except aiohttp.ClientConnectionError:
+            status = 0
         if status == wanted:
             return time.monotonic() - begin
         assert time.monotonic() - begin < within_s, f"still {status}, not {wanted}"
@@ -349,3 +354,63 @@ async def test_the_key_list_is_trusted_only_for_a_bounded_time(database_url: str
         reloads.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reloads
+
+
+def _serve_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "ioc", "ingest", "serve", "--no-mqtt"]
+    full = {**os.environ, "IOC_INGEST_HTTP_PORT": str(_free_port()), **env}
+    return subprocess.run(argv, capture_output=True, text=True, env=full, timeout=60)
+
+
+async def test_a_deployment_gateway_needs_its_own_key_and_never_takes_the_demo_one(
+    database_url: str, bootstrap_servers: str
+) -> None:
+    """IOC_INGEST_REFUSE_DEMO_KEY (docker-compose.yml): no start without a key of its own
+    or while the demo's secret is active, and a demo-secret key is never accepted."""
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    name = f"ioc_test_deploy_{uuid.uuid4().hex[:6]}"
+    timescale.ensure_database(admin, name)
+    url = await migrated(database_url.rsplit("/", 1)[0] + f"/{name}")
+    env = {"IOC_DATABASE_URL": url, "IOC_INGEST_REFUSE_DEMO_KEY": "true"}
+    try:
+        empty = _serve_cli(env)
+        assert empty.returncode == 2
+        assert "no ingest key: create one with `ioc ingest keys add" in " ".join(
+            empty.stderr.split()
+        )
+        await asyncio.to_thread(provision_demo_key, url, "demo-ingest-key")
+        demo = _serve_cli(env)
+        assert demo.returncode == 2
+        assert "['demo'] have the demo's published secret" in " ".join(demo.stderr.split())
+        assert _ioc("ingest", "keys", "revoke", "demo", database_url=url).returncode == 0
+        made = _ioc("ingest", "keys", "add", "own", "--types", "*", "--sources", "*",
+                    database_url=url)  # fmt: skip
+        own = {"Authorization": f"Bearer {made.stdout.strip()}"}
+        settings = IngestSettings(
+            bootstrap_servers=bootstrap_servers,
+            ingest_http_port=_free_port(),
+            database_url=url,
+            ingest_keys_refresh_s=0.2,
+            ingest_refuse_demo_key=True,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, mqtt=False, stop=stop))
+        try:
+            await _status_until(settings, own, 202, 30)
+            # a demo-secret key made while it runs is refused like an unknown one
+            await asyncio.to_thread(provision_demo_key, url, "demo-ingest-key")
+            # a key made after it works once the gateway has reloaded both
+            later = _ioc("ingest", "keys", "add", "later", "--types", "*", "--sources", "*",
+                         database_url=url)  # fmt: skip
+            await _status_until(
+                settings, {"Authorization": f"Bearer {later.stdout.strip()}"}, 202, 30
+            )
+            status, body, _ = await _post(
+                settings, [air_event()], {"Authorization": "Bearer demo-ingest-key"}
+            )
+            assert (status, body["error"]) == (401, "unknown_key")
+        finally:
+            stop.set()
+            await task
+    finally:
+        timescale.drop_database(admin, name)

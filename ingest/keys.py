@@ -24,6 +24,18 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SECRET_BYTES = 32
 
 
+# MQTT: a device writes below ioc/events/<its key's name>/ (the ACL of our Mosquitto
+# allows it nothing else), and the gateway checks that key's scopes on what arrives.
+MQTT_EVENTS_ROOT = "ioc/events"
+
+
+def key_name_of_topic(topic: str) -> str | None:
+    """The key name an MQTT topic is published under (ioc/events/NAME/...), or None."""
+    root, _, rest = topic.partition(MQTT_EVENTS_ROOT + "/")
+    name = rest.split("/", 1)[0]
+    return name if not root and name else None
+
+
 def new_secret() -> str:
     """A fresh secret: 256 random bits, URL-safe (printed once, never stored)."""
     return secrets.token_urlsafe(SECRET_BYTES)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +23,9 @@ from events.errors import ConfigurationError, describe_exception
 from ingest.keys import IngestKey, check_name, check_patterns, find_key, hash_secret, new_secret
 
 log = structlog.get_logger("ingest.keys")
+
+# (name, secret) -> Mosquitto's hash of the secret for the MQTT account name, or None
+MqttHasher = Callable[[str, str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +45,23 @@ async def add_key(
     types: Sequence[str],
     sources: Sequence[str],
     secret: str | None = None,
+    mqtt_hash: MqttHasher | None = None,
 ) -> str:
-    """Store a new key; returns its secret (a fresh random one unless given)."""
+    """Store a new key; returns its secret (a fresh random one unless given).
+    ``mqtt_hash(name, secret)`` makes the hash of its MQTT account (None: no account)."""
     check_name(name)
     type_patterns = check_patterns("type", types)
     source_patterns = check_patterns("source", sources)
     secret = secret or new_secret()
     try:
         await conn.execute(
-            "INSERT INTO ingest_keys (name, secret_hash, types, sources) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO ingest_keys (name, secret_hash, types, sources, mqtt_hash) "
+            "VALUES ($1, $2, $3, $4, $5)",
             name,
             hash_secret(secret),
             type_patterns,
             source_patterns,
+            mqtt_hash(name, secret) if mqtt_hash is not None else None,
         )
     except asyncpg.UniqueViolationError as exc:
         if "ingest_keys_active_name" in str(exc):
@@ -103,6 +110,7 @@ async def ensure_key(
     secret: str,
     types: Sequence[str],
     sources: Sequence[str],
+    mqtt_hash: MqttHasher | None = None,
 ) -> bool:
     """The active key ``name`` has this secret and scope afterwards (the demo key: its
     secret comes from a setting, so a changed setting replaces the key). True when it had
@@ -118,7 +126,7 @@ async def ensure_key(
         if current == [wanted]:
             return False
         await revoke_key(conn, name)
-        await add_key(conn, name, types, sources, secret)
+        await add_key(conn, name, types, sources, secret, mqtt_hash)
     return True
 
 
@@ -154,9 +162,17 @@ class KeyCache:
     def lookup(self, secret: str) -> IngestKey | None:
         """The key of this secret, None for an unknown secret; raises
         :class:`KeysUnavailable` when the list is too old to answer."""
+        self._check_fresh()
+        return find_key(self._keys, secret)
+
+    def by_name(self, name: str) -> IngestKey | None:
+        """The active key ``name`` (an MQTT device account), like :meth:`lookup`."""
+        self._check_fresh()
+        return next((k for k in self._keys if k.name == name), None)
+
+    def _check_fresh(self) -> None:
         if self._loaded_at is None or time.monotonic() - self._loaded_at > self._max_stale_s:
             raise KeysUnavailable(self.last_error or "the key list was never loaded")
-        return find_key(self._keys, secret)
 
     async def reload(self) -> bool:
         """One load; False (and the previous list kept) when the database failed."""

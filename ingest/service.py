@@ -81,7 +81,11 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     key_reloads = asyncio.create_task(keys.run())
-    bridge = asyncio.create_task(MqttBridge(settings, publisher, metrics).run()) if mqtt else None
+    bridge = (
+        asyncio.create_task(MqttBridge(settings, publisher, metrics, keys.by_name).run())
+        if mqtt
+        else None
+    )
     try:
         await stop.wait()
     finally:

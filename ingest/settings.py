@@ -46,6 +46,11 @@ class IngestSettings(BaseSettings):
     # MQTT bridge; disabled when mqtt_host is empty.
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    # The gateway's MQTT account (`ioc up` passes the one `ioc services up` made).
+    mqtt_username: str = "ioc-ingest"
+    mqtt_password: str | None = None
+    # Below ioc/events/, the first topic level names the ingest key whose scopes the
+    # event must fit (the device account of that name may write only there).
     ingest_mqtt_topic: str = "ioc/events/#"
     ingest_mqtt_client_id: str = "ioc-ingest"
     # Messages taken from MQTT per Kafka flush (each flush acks them all afterwards).

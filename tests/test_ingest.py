@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
@@ -27,19 +23,24 @@ from events.envelope import decode, encode, new_event
 from events.errors import InvalidEventError
 from events.records import DeadLetter
 from events.topics import DEADLETTER, events_topic
-from ingest import keystore
 from ingest.gateway import BATCH, RejectedRequest, parse_request
 from ingest.service import serve
 from ingest.settings import IngestSettings
 from ioc.services import broker
-from tests.db_helpers import migrated
+from tests.ingest_keys import (
+    AIR_SECRET,  # noqa: F401  (other test modules import the keys from here)
+    ALL_KEY,
+    ALL_SECRET,
+    AUTH,
+    MqttLogins,
+    ensure_test_keys,
+)
 from tests.private_broker import private_broker
 
-# Keys of the test gateways (in the session's database): one for anything, one scoped as
-# the issue's example. AUTH is the header other test modules post with.
-ALL_SECRET = "test-ingest-all-key"
-AIR_SECRET = "test-ingest-air-key"
-AUTH = {"Authorization": f"Bearer {ALL_SECRET}"}
+# The test device: the key test-all's MQTT account, which may write only below
+# ioc/events/test-all/.
+DEVICE = (ALL_KEY, ALL_SECRET)
+DEVICE_TOPIC = f"ioc/events/{ALL_KEY}/air"
 
 
 def air_event(station: str = "HD-AQ-001", pm25: float = 42.0) -> dict[str, object]:
@@ -98,22 +99,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def ensure_test_keys(database_url: str) -> str:
-    """The test keys exist in this (migrated) database; returns its URL."""
-    conn = await asyncpg.connect(await migrated(database_url))
-    try:
-        await keystore.ensure_key(conn, "test-all", ALL_SECRET, ["*"], ["*"])
-        await keystore.ensure_key(
-            conn, "test-air", AIR_SECRET, ["vn.ioc.air.*"], ["/sensors/air/*"]
-        )
-    finally:
-        await conn.close()
-    return database_url
-
-
 @pytest.fixture(scope="module")
 async def gateway(
-    bootstrap_servers: str, mqtt_address: tuple[str, int], database_url: str
+    bootstrap_servers: str, mqtt_logins: MqttLogins, database_url: str
 ) -> AsyncIterator[IngestSettings]:
     settings = IngestSettings(
         bootstrap_servers=bootstrap_servers,
@@ -122,8 +110,10 @@ async def gateway(
         ingest_keys_refresh_s=0.2,
         ingest_http_port=_free_port(),
         ingest_max_body_bytes=256 * 1024,
-        mqtt_host=mqtt_address[0],
-        mqtt_port=mqtt_address[1],
+        mqtt_host=mqtt_logins.host,
+        mqtt_port=mqtt_logins.port,
+        mqtt_username=mqtt_logins.gateway[0],
+        mqtt_password=mqtt_logins.gateway[1],
         ingest_mqtt_client_id=f"ioc-ingest-test-{uuid.uuid4().hex[:6]}",
     )
     stop = asyncio.Event()
@@ -163,7 +153,9 @@ async def _wait_mqtt_subscribed(settings: IngestSettings) -> None:
         while True:
             probe = air_event("PROBE")
             sent.add(str(probe["id"]))
-            _publish_qos1((settings.mqtt_host, settings.mqtt_port), "ioc/events/air", encode(probe))
+            _publish_qos1(
+                (settings.mqtt_host, settings.mqtt_port), DEVICE_TOPIC, encode(probe), DEVICE
+            )
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
@@ -254,11 +246,12 @@ async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
     good = air_event("MQTT-1")
     bad_payload = orjson.dumps({**air_event("MQTT-2"), "specversion": "0.3"})
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*DEVICE)
     client.connect(gateway.mqtt_host, gateway.mqtt_port)
     client.loop_start()
     try:
-        client.publish("ioc/events/air", encode(good), qos=1).wait_for_publish(5)
-        client.publish("ioc/events/air", bad_payload, qos=1).wait_for_publish(5)
+        client.publish(DEVICE_TOPIC, encode(good), qos=1).wait_for_publish(5)
+        client.publish(DEVICE_TOPIC, bad_payload, qos=1).wait_for_publish(5)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -285,7 +278,7 @@ async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
         await consumer.stop()
     assert len(letters) == 1
     assert letters[0].reason == "unsupported_specversion"
-    assert letters[0].source_topic == "mqtt:ioc/events/air"
+    assert letters[0].source_topic == f"mqtt:{DEVICE_TOPIC}"
     assert letters[0].component == "ingest.mqtt"
 
 
@@ -373,62 +366,11 @@ async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
         await asyncio.sleep(0.1)  # polling interval of the condition above
 
 
-def _log_text(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
-
-
-def _gateway_log_events(log: Path, event: str) -> list[dict[str, object]]:
-    """The gateway's JSON log lines (stderr is not a terminal) whose event is ``event``."""
-    found: list[dict[str, object]] = []
-    for line in _log_text(log).splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            obj = orjson.loads(line)
-            if isinstance(obj, dict) and obj.get("event") == event:
-                found.append(obj)
-    return found
-
-
-async def _spawn_gateway(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    """`python -m ingest` (as `ioc up` runs it), once it has subscribed to MQTT."""
-    connected = len(_gateway_log_events(log, "mqtt_connected"))
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ingest", env={**os.environ, **env}, stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 30
-    try:
-        while len(_gateway_log_events(log, "mqtt_connected")) <= connected:
-            assert proc.returncode is None, _log_text(log)
-            assert time.monotonic() < deadline, _log_text(log)
-            await asyncio.sleep(0.1)  # polling interval of the condition above
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        raise
-    return proc
-
-
-async def _ids_on(bootstrap: str, topic: str, until: str) -> list[str]:
-    """Event ids on ``topic`` from its start, read until ``until`` is among them."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    ids: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        while until not in ids:
-            assert time.monotonic() < deadline, f"{until} never reached {topic}: {ids}"
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                ids += [str(orjson.loads(r.value)["id"]) for r in records]
-    finally:
-        await consumer.stop()
-    return ids
-
-
-def _publish_qos1(address: tuple[str, int], topic: str, payload: bytes) -> None:
+def _publish_qos1(
+    address: tuple[str, int], topic: str, payload: bytes, login: tuple[str, str]
+) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*login)
     client.connect(*address)
     client.loop_start()
     try:
@@ -436,53 +378,6 @@ def _publish_qos1(address: tuple[str, int], topic: str, payload: bytes) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
-
-
-async def test_mqtt_message_unacknowledged_when_the_gateway_dies_is_delivered_after_restart(
-    mqtt_address: tuple[str, int], tmp_path: Path
-) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topic = f"ioc/redelivery-{tag}/air"
-    log = tmp_path / "gateway.log"
-    with private_broker(tmp_path) as own:
-        env = {
-            "IOC_BOOTSTRAP_SERVERS": own.bootstrap_servers,
-            "IOC_INGEST_HTTP_PORT": str(_free_port()),
-            "IOC_MQTT_HOST": mqtt_address[0],
-            "IOC_MQTT_PORT": str(mqtt_address[1]),
-            "IOC_INGEST_MQTT_TOPIC": f"ioc/redelivery-{tag}/#",
-            "IOC_INGEST_MQTT_CLIENT_ID": f"ioc-ingest-redelivery-{tag}",  # persistent session
-        }
-        proc = await _spawn_gateway(env, log)
-        try:
-            # A first event goes through: the subscription is in place and acknowledged.
-            probe = air_event(f"PROBE-{tag}")
-            _publish_qos1(mqtt_address, topic, encode(probe))
-            assert str(probe["id"]) in await _ids_on(
-                own.bootstrap_servers, events_topic("air"), str(probe["id"])
-            )
-            # Kafka goes away; the next event reaches the gateway, which cannot publish it,
-            # so it holds back its PUBACK and retries... until it is killed.
-            broker.down(own)
-            held = air_event(f"HELD-{tag}")
-            _publish_qos1(mqtt_address, topic, encode(held))
-            deadline = time.monotonic() + 90  # aiokafka's request timeout is 40 s
-            while not _gateway_log_events(log, "publish_failed"):
-                assert time.monotonic() < deadline, _log_text(log)
-                await asyncio.sleep(0.2)  # polling interval of the condition above
-            proc.kill()
-            assert await proc.wait() == -signal.SIGKILL
-            # Kafka is back (empty: in-memory storage); the restarted gateway resumes its
-            # MQTT session and Mosquitto delivers the unacknowledged message again.
-            broker.up(own)
-            proc = await _spawn_gateway(env, log)
-            ids = await _ids_on(own.bootstrap_servers, events_topic("air"), str(held["id"]))
-            # ...and only that one: the probe was acknowledged, so it is not sent again.
-            assert ids == [str(held["id"])]
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
 
 
 def _committed(path: str) -> bytes:

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -42,7 +43,9 @@ from ingest.service import serve
 from ingest.settings import IngestSettings
 from ioc.commands.ingest import provision_demo_key
 from ioc.services import timescale
+from ioc.settings import ServiceSettings
 from tests.db_helpers import migrated
+from tests.ingest_keys import MqttLogins, wait_login
 from tests.test_ingest import (
     AIR_SECRET,
     AUTH,
@@ -201,8 +204,20 @@ async def _ids_until(bootstrap: str, topic: str, until: str) -> set[str]:
     return ids
 
 
-def _ioc(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+def services_at(database_url: str, state_dir: Path | None = None) -> ServiceSettings:
+    """The services' settings with this database (and, for a database of its own whose keys
+    must not become the accounts of the session's Mosquitto, a state directory without
+    one: the MQTT accounts are then left alone)."""
+    settings = ServiceSettings(database_url=database_url)
+    return settings if state_dir is None else settings.model_copy(update={"state_dir": state_dir})
+
+
+def _ioc(
+    *args: str, database_url: str, state_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "IOC_DATABASE_URL": database_url}
+    if state_dir is not None:
+        env["IOC_STATE_DIR"] = str(state_dir)
     return subprocess.run(
         [sys.executable, "-m", "ioc", *args], capture_output=True, text=True, env=env, timeout=60
     )
@@ -227,6 +242,7 @@ async def _status_until(
 
 async def test_keys_made_and_revoked_with_the_cli_work_and_stop_within_the_refresh(
     gateway: IngestSettings,  # noqa: F811
+    mqtt_logins: MqttLogins,
 ) -> None:
     name = f"cli-{uuid.uuid4().hex[:6]}"
     url = gateway.database_url
@@ -262,9 +278,12 @@ async def test_keys_made_and_revoked_with_the_cli_work_and_stop_within_the_refre
     bearer = {"Authorization": f"Bearer {secret}"}
     within = gateway.ingest_keys_refresh_s + 5  # the reload period plus a request's time
     await _status_until(gateway, bearer, 202, within)
+    # ...and its MQTT account: our Mosquitto (IOC_STATE_DIR) reloaded the accounts
+    await asyncio.to_thread(wait_login, mqtt_logins.address, (name, secret))
     revoked = _ioc("ingest", "keys", "revoke", name, database_url=url)
     assert revoked.returncode == 0, revoked.stderr
     await _status_until(gateway, bearer, 401, within)
+    await asyncio.to_thread(wait_login, mqtt_logins.address, (name, secret), accepted=False)
     assert _ioc("ingest", "keys", "revoke", name, database_url=url).returncode == 2
     # the name is free again; --types repeated and comma-separated
     again = _ioc(
@@ -284,23 +303,27 @@ async def test_keys_made_and_revoked_with_the_cli_work_and_stop_within_the_refre
 
 async def test_the_demo_key_is_the_setting_and_publishes_anything(
     gateway: IngestSettings,  # noqa: F811
+    mqtt_logins: MqttLogins,
 ) -> None:
     url = gateway.database_url
     default = IngestSettings().ingest_demo_key
     assert default == "demo-ingest-key"  # as the README says
-    await asyncio.to_thread(provision_demo_key, url, default)
+    await asyncio.to_thread(provision_demo_key, services_at(url), default)
     assert (
-        await asyncio.to_thread(provision_demo_key, url, default) is False
+        await asyncio.to_thread(provision_demo_key, services_at(url), default) is False
     )  # already there: unchanged
     demo = {"Authorization": f"Bearer {default}"}
     within = gateway.ingest_keys_refresh_s + 5
     await _status_until(gateway, demo, 202, within)
+    await asyncio.to_thread(wait_login, mqtt_logins.address, ("demo", default))  # its device
     assert (await _post(gateway, [water_event("DEMO")], demo))[0] == 202
     # another IOC_INGEST_DEMO_KEY replaces the key: the old secret stops working
-    assert await asyncio.to_thread(provision_demo_key, url, "another-demo-secret") is True
+    assert (
+        await asyncio.to_thread(provision_demo_key, services_at(url), "another-demo-secret") is True
+    )
     await _status_until(gateway, demo, 401, within)
     await _status_until(gateway, {"Authorization": "Bearer another-demo-secret"}, 202, within)
-    assert await asyncio.to_thread(provision_demo_key, url, default) is True
+    assert await asyncio.to_thread(provision_demo_key, services_at(url), default) is True
 
 
 async def test_keys_that_cannot_be_read_answer_503_not_a_guess(bootstrap_servers: str) -> None:
@@ -363,7 +386,7 @@ def _serve_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 async def test_a_deployment_gateway_needs_its_own_key_and_never_takes_the_demo_one(
-    database_url: str, bootstrap_servers: str
+    database_url: str, bootstrap_servers: str, tmp_path: Path
 ) -> None:
     """IOC_INGEST_REFUSE_DEMO_KEY (docker-compose.yml): no start without a key of its own
     or while the demo's secret is active, and a demo-secret key is never accepted."""
@@ -378,13 +401,18 @@ async def test_a_deployment_gateway_needs_its_own_key_and_never_takes_the_demo_o
         assert "no ingest key: create one with `ioc ingest keys add" in " ".join(
             empty.stderr.split()
         )
-        await asyncio.to_thread(provision_demo_key, url, "demo-ingest-key")
+        await asyncio.to_thread(provision_demo_key, services_at(url, tmp_path), "demo-ingest-key")
         demo = _serve_cli(env)
         assert demo.returncode == 2
         assert "['demo'] have the demo's published secret" in " ".join(demo.stderr.split())
-        assert _ioc("ingest", "keys", "revoke", "demo", database_url=url).returncode == 0
+        assert (
+            _ioc(
+                "ingest", "keys", "revoke", "demo", database_url=url, state_dir=tmp_path
+            ).returncode
+            == 0
+        )
         made = _ioc("ingest", "keys", "add", "own", "--types", "*", "--sources", "*",
-                    database_url=url)  # fmt: skip
+                    database_url=url, state_dir=tmp_path)  # fmt: skip
         own = {"Authorization": f"Bearer {made.stdout.strip()}"}
         settings = IngestSettings(
             bootstrap_servers=bootstrap_servers,
@@ -398,10 +426,12 @@ async def test_a_deployment_gateway_needs_its_own_key_and_never_takes_the_demo_o
         try:
             await _status_until(settings, own, 202, 30)
             # a demo-secret key made while it runs is refused like an unknown one
-            await asyncio.to_thread(provision_demo_key, url, "demo-ingest-key")
+            await asyncio.to_thread(
+                provision_demo_key, services_at(url, tmp_path), "demo-ingest-key"
+            )
             # a key made after it works once the gateway has reloaded both
             later = _ioc("ingest", "keys", "add", "later", "--types", "*", "--sources", "*",
-                         database_url=url)  # fmt: skip
+                         database_url=url, state_dir=tmp_path)  # fmt: skip
             await _status_until(
                 settings, {"Authorization": f"Bearer {later.stdout.strip()}"}, 202, 30
             )

@@ -20,6 +20,7 @@ from events.logs import configure_logging
 from ingest import keystore
 from ingest.service import serve as serve_gateways
 from ingest.settings import IngestSettings
+from ioc.services import mqtt_accounts
 from ioc.settings import ServiceSettings
 from storage import migrate as migrations
 
@@ -76,14 +77,20 @@ def _with_db(work: Callable[[asyncpg.Connection], Awaitable[T]], url: str | None
 DEMO_KEY = "demo"
 
 
-def provision_demo_key(database_url: str, secret: str) -> bool:
+def provision_demo_key(settings: ServiceSettings, secret: str) -> bool:
     """The demo's key ``demo`` (any type, any source) with this secret
-    (IOC_INGEST_DEMO_KEY), as `ioc up` makes it; True when it was (re)created."""
+    (IOC_INGEST_DEMO_KEY) in the services' database, and its MQTT account on their
+    Mosquitto, as `ioc up` makes them; True when the key was (re)created."""
+    database_url = settings.effective_database_url
 
     async def work(conn: asyncpg.Connection) -> bool:
-        return await keystore.ensure_key(conn, DEMO_KEY, secret, ["*"], ["*"])
+        return await keystore.ensure_key(
+            conn, DEMO_KEY, secret, ["*"], ["*"], mqtt_accounts.mosquitto_hash
+        )
 
-    return _with_db(work, database_url)
+    made = _with_db(work, database_url)
+    mqtt_accounts.sync_accounts(settings, database_url)
+    return made
 
 
 @keys_app.command("add")
@@ -99,9 +106,13 @@ def keys_add(
     """Create a key; its secret is printed once (only its hash is stored)."""
 
     async def work(conn: asyncpg.Connection) -> str:
-        return await keystore.add_key(conn, name, types, sources)
+        return await keystore.add_key(
+            conn, name, types, sources, mqtt_hash=mqtt_accounts.mosquitto_hash
+        )
 
     secret = _with_db(work)
+    # its MQTT account: user NAME, password the secret, topics ioc/events/NAME/#
+    mqtt_accounts.sync_accounts(ServiceSettings())
     # the secret alone on stdout (for scripts); the rest on stderr
     Console(stderr=True).print(
         f"key {name!r} created; its secret is shown only now — send it as "
@@ -149,6 +160,7 @@ def keys_revoke(name: str = typer.Argument(..., help="the key's name")) -> None:
 
     if not _with_db(work):
         raise ConfigurationError(f"no active key named {name!r} (ioc ingest keys list)")
+    mqtt_accounts.sync_accounts(ServiceSettings())  # its MQTT account goes too
     console.print(f"key {name!r} revoked")
 
 

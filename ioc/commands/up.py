@@ -34,7 +34,7 @@ def up(
     services_cmd.show_status(settings)
     # The demo's ingest key (the README names it): HTTP and MQTT senders need a key.
     ingest = IngestSettings()
-    provision_demo_key(settings.effective_database_url, ingest.ingest_demo_key)
+    provision_demo_key(settings, ingest.ingest_demo_key)
     console.print(
         f"HTTP ingest: http://127.0.0.1:{ingest.ingest_http_port}/events with 'Authorization: "
         f"Bearer {escape(ingest.ingest_demo_key)}' (key 'demo', IOC_INGEST_DEMO_KEY; "

@@ -8,6 +8,10 @@ CREATE TABLE ingest_keys (
     secret_hash bytea       NOT NULL,
     types       text[]      NOT NULL,
     sources     text[]      NOT NULL,
+    -- The same secret as Mosquitto's password file wants it (mosquitto_passwd, PBKDF2-
+    -- SHA512): the key's MQTT account `name`, which `ioc services up` and the keys commands
+    -- write into it. NULL: no MQTT account (mosquitto_passwd was not available).
+    mqtt_hash   text,
     created_at  timestamptz NOT NULL DEFAULT now(),
     revoked_at  timestamptz
 );

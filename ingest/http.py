@@ -85,6 +85,16 @@ def _unauthorized(reason: str, detail: str) -> web.Response:
     return response
 
 
+def _busy(request: web.Request, why: str) -> web.Response:
+    """429: the producer holds IOC_INGEST_MAX_INFLIGHT_BYTES unacknowledged (nothing of the
+    request is published; memory stays bounded however many clients send)."""
+    request.app[METRICS].refused_requests.labels("busy").inc()
+    retry_after = request.app[SETTINGS].ingest_retry_after_s
+    response = _error(429, "busy", f"{why}; retry after {retry_after} s")
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 async def post_events(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
@@ -92,6 +102,8 @@ async def post_events(request: web.Request) -> web.Response:
     key = _authenticate(request)
     if isinstance(key, web.Response):
         return key
+    if request.app[PUBLISHER].inflight.saturated:  # refused before its body is even read
+        return _busy(request, "the producer's in-flight bound is reached")
     content_type = request.headers.get("Content-Type", "application/json")
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in (*STRUCTURED, BATCH):
@@ -132,10 +144,7 @@ async def post_events(request: web.Request) -> web.Response:
     try:
         await request.app[PUBLISHER].publish(records)
     except Backpressure as exc:
-        metrics.refused_requests.labels("busy").inc()
-        response = _error(429, "busy", f"{exc}; retry after {settings.ingest_retry_after_s} s")
-        response.headers["Retry-After"] = str(settings.ingest_retry_after_s)
-        return response
+        return _busy(request, str(exc))
     except Exception as exc:  # Kafka unavailable: tell the sender to retry, lose nothing
         metrics.publish_errors.labels("http").inc()
         log.warning("publish_failed", error=str(exc), events=len(records))
@@ -190,7 +199,7 @@ def build_app(
     app[METRICS] = metrics
     app[KEYS] = keys
     # read when /metrics is rendered: the producer's unacknowledged bytes right now
-    metrics.inflight_bytes.set_function(lambda: publisher.inflight_bytes)
+    metrics.inflight_bytes.set_function(lambda: publisher.inflight.bytes)
     app[CONTRACTS] = {name: dumps(schema) for name, schema in all_schemas().items()}
     app[OPENAPI] = dumps(openapi_document((method, path) for method, path, _ in ROUTES))
     for method, path, handler in ROUTES:

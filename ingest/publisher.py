@@ -17,15 +17,38 @@ class Backpressure(Exception):
     """The producer already holds as many unacknowledged bytes as it may; retry later."""
 
 
+class InflightBound:
+    """Bytes handed to the producer and not yet acknowledged, and whether one more batch
+    may join them: past ``limit`` it is refused at once (:class:`Backpressure`) instead of
+    queueing in memory while the broker is slow or away. A batch is admitted whenever
+    nothing is in flight, so a request larger than the limit still gets through alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+
+    @property
+    def saturated(self) -> bool:
+        """No batch would be admitted now."""
+        return self.bytes >= self.limit
+
+    def admit(self, size: int) -> None:
+        if self.bytes and self.bytes + size > self.limit:
+            raise Backpressure(
+                f"{self.bytes} bytes await the broker's acknowledgement (limit {self.limit})"
+            )
+        self.bytes += size
+
+    def release(self, size: int) -> None:
+        self.bytes -= size
+
+
 class KafkaPublisher:
     """Sends batches and returns only once the broker has acknowledged every record
     (acks=all), so a caller can acknowledge its own sender afterwards.
 
-    ``max_inflight_bytes`` bounds what bounded callers (the HTTP gateway: any number of
-    concurrent requests) may have handed over and not yet seen acknowledged: past it,
-    :meth:`publish` raises :class:`Backpressure` at once instead of queueing the records in
-    memory while the broker is slow or away. A batch is admitted whenever nothing is in
-    flight, so a request larger than the bound still gets through on its own.
+    ``max_inflight_bytes`` bounds (:class:`InflightBound`) what bounded callers — the HTTP
+    gateway, with any number of concurrent requests — may have handed over unacknowledged.
     """
 
     def __init__(
@@ -34,8 +57,7 @@ class KafkaPublisher:
         client_id: str = "ioc-ingest",
         max_inflight_bytes: int = 32 * 1024 * 1024,
     ) -> None:
-        self.max_inflight_bytes = max_inflight_bytes
-        self.inflight_bytes = 0
+        self.inflight = InflightBound(max_inflight_bytes)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -51,15 +73,14 @@ class KafkaPublisher:
         await self._producer.stop()
 
     async def publish(self, records: Sequence[KafkaRecord], bounded: bool = True) -> None:
-        """Publish and wait for the acknowledgements. ``bounded=False`` skips the in-flight
-        bound: the MQTT bridge forwards one batch at a time, which bounds it already."""
+        """Publish and wait for the acknowledgements. ``bounded=False`` is not refused by
+        the in-flight bound (it still counts in it): the MQTT bridge forwards one batch at a
+        time, which bounds it already, and must not lose its turn to HTTP clients."""
         size = sum(len(r.value) + len(r.key) for r in records)
-        if bounded and self.inflight_bytes and self.inflight_bytes + size > self.max_inflight_bytes:
-            raise Backpressure(
-                f"{self.inflight_bytes} bytes await the broker's acknowledgement "
-                f"(limit {self.max_inflight_bytes})"
-            )
-        self.inflight_bytes += size
+        if bounded:
+            self.inflight.admit(size)
+        else:
+            self.inflight.bytes += size
         try:
             # send() only appends to the producer's batch; the one await that matters is
             # the gather of the delivery futures, once per request or MQTT batch.
@@ -68,7 +89,7 @@ class KafkaPublisher:
             ]
             await asyncio.gather(*futures)
         finally:
-            self.inflight_bytes -= size
+            self.inflight.release(size)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         futures = [

@@ -39,6 +39,7 @@ from ingest.keys import (
     matches,
     new_secret,
 )
+from ingest.publisher import Backpressure, InflightBound
 from ingest.service import serve
 from ingest.settings import IngestSettings
 from ioc.commands.ingest import provision_demo_key
@@ -122,6 +123,22 @@ def test_secrets_are_found_by_their_hash_and_only_bearer_is_read() -> None:
     assert bearer_secret(f"bearer   {secret} ") == secret
     for header in (None, "", "Bearer", "Bearer  ", f"Basic {secret}", secret):
         assert bearer_secret(header) is None
+
+
+def test_the_in_flight_bound_admits_a_batch_when_nothing_waits_and_refuses_beyond() -> None:
+    """The admission rule alone (tests/test_ingest.py sees 429 from a gateway whose broker
+    is away)."""
+    bound = InflightBound(100)
+    bound.admit(250)  # nothing in flight: admitted, however large
+    assert bound.saturated
+    with pytest.raises(Backpressure, match="250 bytes await"):
+        bound.admit(1)
+    bound.release(250)
+    bound.admit(60)
+    with pytest.raises(Backpressure):
+        bound.admit(41)
+    bound.admit(40)  # up to the limit
+    assert (bound.bytes, bound.saturated) == (100, True)
 
 
 # --- against the real gateway ---------------------------------------------------------------

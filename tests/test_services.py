@@ -22,7 +22,7 @@ from events.topics import CONTRACT_TOPICS
 from ingest.settings import IngestSettings
 from ioc import services
 from ioc.components import component_env
-from ioc.services import broker, mqtt_accounts, timescale
+from ioc.services import broker, mosquitto, mqtt_accounts, timescale
 from ioc.settings import ServiceSettings
 from tests.ingest_keys import MqttLogins
 
@@ -116,6 +116,8 @@ def test_mosquitto_delivers_a_device_message_to_the_gateway_account_only(
         refused.loop(timeout=2)
         assert not refused.is_connected(), login
         refused.disconnect()
+    assert mosquitto.mqtt_ping(host, port) == "login as anonymous: Not authorized"
+    assert mosquitto.mqtt_ping(host, port, mqtt_logins.gateway) is None
     got = threading.Event()
     received: list[tuple[str, bytes]] = []
     tag = uuid.uuid4().hex[:8]

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 from events.errors import ConfigurationError, ServiceError
 from ioc.services import mqtt_accounts
@@ -110,11 +111,20 @@ def mqtt_ping(
     )
     if credentials is not None:
         client.username_pw_set(*credentials)
+    refused: list[str] = []
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+
+    client.on_connect = on_connect
     try:
         rc = client.connect(host, port, keepalive=5)
         if rc != 0:
             return f"connect returned {rc}"
         client.loop(timeout=timeout)
+        if refused:  # e.g. "Not authorized": not our Mosquitto, or another password
+            return f"login as {credentials[0] if credentials else 'anonymous'}: {refused[0]}"
         return None if client.is_connected() else "no CONNACK"
     except OSError as exc:
         return str(exc)

@@ -200,7 +200,7 @@ async def test_an_event_outside_the_keys_scope_refuses_the_request_with_its_inde
     assert str(inside["id"]) not in ids
 
 
-async def _ids_until(bootstrap: str, topic: str, until: str) -> set[str]:
+async def _ids_until(bootstrap: str, topic: str, until: str, within_s: float = 30) -> set[str]:
     """Event ids on ``topic`` from its start until ``until`` is read (other tests' records,
     some deliberately malformed, are on the topic too)."""
     consumer = AIOKafkaConsumer(
@@ -209,7 +209,7 @@ async def _ids_until(bootstrap: str, topic: str, until: str) -> set[str]:
     await consumer.start()
     ids: set[str] = set()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + within_s
         while until not in ids:
             assert time.monotonic() < deadline, f"{until} never reached {topic}"
             for records in (await consumer.getmany(timeout_ms=500)).values():

@@ -19,11 +19,14 @@ from events.records import DeadLetter
 from events.topics import DEADLETTER, events_topic
 from ingest import keystore
 from ingest.keys import key_name_of_topic
+from ingest.service import serve
 from ingest.settings import IngestSettings
-from ioc.services import mqtt_accounts
+from ioc.services import mqtt_accounts, timescale
 from ioc.settings import ServiceSettings
+from tests.db_helpers import migrated
 from tests.ingest_keys import AIR_KEY, AIR_SECRET, MqttLogins, ensure_key, wait_login
 from tests.test_ingest import (
+    _free_port,
     air_event,
     gateway,  # noqa: F401  (the real HTTP/MQTT gateway fixture)
 )
@@ -116,3 +119,63 @@ async def test_mqtt_events_outside_the_devices_key_scope_are_dead_lettered(
         client.disconnect()
     letters = await _dead_letters(gateway.bootstrap_servers, {late})
     assert letters[late].reason == "unknown_key"
+
+
+async def test_mqtt_messages_wait_while_the_keys_cannot_be_read(
+    bootstrap_servers: str,
+    mqtt_logins: MqttLogins,
+    database_url: str,
+    service_settings: ServiceSettings,
+) -> None:
+    """A message that arrives while the key list is too old to trust stays unacknowledged
+    and is checked against the keys read later: here the key came back with a narrower
+    scope, so the message is dead-lettered by that scope (with the old list it would have
+    been published)."""
+    tag = uuid.uuid4().hex[:6]
+    device = (f"st-{tag}", f"stale-device-secret-{tag}")
+    # the account on Mosquitto comes from the session's keys; the gateway reads its own db
+    await ensure_key(database_url, *device, ["*"], ["*"])
+    mqtt_accounts.sync_accounts(service_settings, database_url)
+    await asyncio.to_thread(wait_login, mqtt_logins.address, device)
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    name = f"ioc_test_stale_mqtt_{tag}"
+    own_db = database_url.rsplit("/", 1)[0] + f"/{name}"
+    timescale.ensure_database(admin, name)
+    await ensure_key(await migrated(own_db), *device, ["*"], ["*"])
+    settings = IngestSettings(
+        bootstrap_servers=bootstrap_servers,
+        database_url=own_db,
+        ingest_http_port=_free_port(),
+        ingest_keys_refresh_s=0.2,
+        ingest_keys_max_stale_s=1.0,
+        mqtt_host=mqtt_logins.host,
+        mqtt_port=mqtt_logins.port,
+        mqtt_username=mqtt_logins.gateway[0],
+        mqtt_password=mqtt_logins.gateway[1],
+        ingest_mqtt_topic=f"ioc/events/{device[0]}/#",
+        ingest_mqtt_client_id=f"ioc-ingest-stale-{tag}",
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop=stop))
+    try:
+        probe = air_event(f"STALE-PROBE-{tag}")
+        deadline = time.monotonic() + 30
+        while True:  # until the gateway subscribed and forwards
+            await asyncio.to_thread(_publish, mqtt_logins.address, device, [encode(probe)])
+            with contextlib.suppress(AssertionError):
+                await _ids_until(bootstrap_servers, events_topic("air"), str(probe["id"]), 3)
+                break
+            assert time.monotonic() < deadline, "the gateway never forwarded the probe"
+        timescale.drop_database(admin, name)
+        bearer = {"Authorization": f"Bearer {device[1]}"}
+        await _status_until(settings, bearer, 503, 15)  # the list is too old to trust
+        held = encode(air_event(f"STALE-HELD-{tag}"))
+        await asyncio.to_thread(_publish, mqtt_logins.address, device, [held])
+        timescale.ensure_database(admin, name)
+        await ensure_key(await migrated(own_db), *device, ["vn.ioc.water.*"], ["*"])
+        letters = await _dead_letters(bootstrap_servers, {held})
+        assert letters[held].reason == "type_not_allowed"
+    finally:
+        stop.set()
+        await task
+        timescale.drop_database(admin, name)

@@ -20,13 +20,15 @@ from events.errors import ConfigurationError
 
 # The name of a key: it becomes the MQTT account and topic subtree too (ioc/events/NAME/#),
 # so it is limited to characters that are safe in both.
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SECRET_BYTES = 32
 
 
 # MQTT: a device writes below ioc/events/<its key's name>/ (the ACL of our Mosquitto
 # allows it nothing else), and the gateway checks that key's scopes on what arrives.
 MQTT_EVENTS_ROOT = "ioc/events"
+# The gateway's own MQTT account (reads every device's topics): no key may take its name.
+GATEWAY_MQTT_USER = "ioc-ingest"
 
 
 def key_name_of_topic(topic: str) -> str | None:
@@ -53,11 +55,13 @@ def hash_secret(secret: str) -> bytes:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ConfigurationError(
             f"key name {name!r}: lower-case letters, digits, '-' and '_' (at most 63), "
             "starting with a letter or digit"
         )
+    if name == GATEWAY_MQTT_USER:
+        raise ConfigurationError(f"key name {name!r} is the ingest gateway's MQTT account")
     return name
 
 

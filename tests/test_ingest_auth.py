@@ -93,7 +93,7 @@ def test_patterns_and_names_are_checked_when_a_key_is_made() -> None:
     with pytest.raises(ConfigurationError, match="at least one source pattern"):
         check_patterns("source", [" , "])
     assert check_name("air-gw_1") == "air-gw_1"
-    for bad in ("", "Air", "a/b", "-x", "x" * 64, "a+b"):
+    for bad in ("", "Air", "a/b", "-x", "x" * 64, "a+b", "a#", "ab\n", "ioc-ingest"):
         with pytest.raises(ConfigurationError):
             check_name(bad)
 

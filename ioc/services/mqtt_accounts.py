@@ -27,11 +27,11 @@ from pathlib import Path
 import psycopg
 
 from events.errors import ServiceError
-from ingest.keys import MQTT_EVENTS_ROOT
+from ingest.keys import GATEWAY_MQTT_USER, MQTT_EVENTS_ROOT
 from ioc.services.process import ManagedProcess
 from ioc.settings import ServiceSettings
 
-GATEWAY_USER = "ioc-ingest"
+GATEWAY_USER = GATEWAY_MQTT_USER
 # The MQTT topic tree of events; a device writes only below ioc/events/<its key name>/.
 EVENTS_ROOT = MQTT_EVENTS_ROOT
 

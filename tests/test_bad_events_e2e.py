@@ -18,11 +18,9 @@ import orjson
 from events.envelope import encode
 from events.records import DeadLetter, KpiRecord
 from ingest.settings import IngestSettings
+from tests.ingest_keys import AUTH
 from tests.streams_helpers import air
-from tests.test_ingest import (
-    AUTH,
-    gateway,  # noqa: F401  (the real HTTP/MQTT gateway fixture)
-)
+from tests.test_ingest import gateway  # noqa: F401  (the real HTTP/MQTT gateway fixture)
 from tests.test_streams_integration import (
     Topics,
     Workers,

@@ -28,7 +28,6 @@ from ingest.service import serve
 from ingest.settings import IngestSettings
 from ioc.services import broker
 from tests.ingest_keys import (
-    AIR_SECRET,  # noqa: F401  (other test modules import the keys from here)
     ALL_KEY,
     ALL_SECRET,
     AUTH,

@@ -46,14 +46,11 @@ from ioc.commands.ingest import provision_demo_key
 from ioc.services import timescale
 from ioc.settings import ServiceSettings
 from tests.db_helpers import migrated
-from tests.ingest_keys import MqttLogins, wait_login
+from tests.ingest_keys import AIR_SECRET, AUTH, MqttLogins, ensure_test_keys, wait_login
 from tests.test_ingest import (
-    AIR_SECRET,
-    AUTH,
     _district,
     _free_port,
     air_event,
-    ensure_test_keys,
     gateway,  # noqa: F401  (the real HTTP/MQTT gateway fixture)
 )
 
@@ -312,10 +309,8 @@ async def test_keys_made_and_revoked_with_the_cli_work_and_stop_within_the_refre
     [mine] = [k for k in orjson.loads(listed.stdout) if k["name"] == name]
     assert mine["types"] == ["vn.ioc.air.*", "vn.ioc.water.*", "vn.ioc.energy.*"]
     listed = _ioc("ingest", "keys", "list", "--json", "--revoked", database_url=url)
-    revoked = [
-        k["revoked_at"] is not None for k in orjson.loads(listed.stdout) if k["name"] == name
-    ]
-    assert revoked == [True, False]  # the revoked key, then the new one
+    states = [k["revoked_at"] is not None for k in orjson.loads(listed.stdout) if k["name"] == name]
+    assert states == [True, False]  # the revoked key, then the new one
 
 
 async def test_the_demo_key_is_the_setting_and_publishes_anything(

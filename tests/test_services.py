@@ -23,6 +23,7 @@ from ingest.settings import IngestSettings
 from ioc import services
 from ioc.components import component_env
 from ioc.services import broker, mosquitto, mqtt_accounts, timescale
+from ioc.services.process import ManagedProcess, wait_until
 from ioc.settings import ServiceSettings
 from tests.ingest_keys import MqttLogins
 
@@ -125,7 +126,7 @@ def test_mosquitto_delivers_a_device_message_to_the_gateway_account_only(
     other = f"ioc/events/test-air/{tag}"
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        received.append((msg.topic, msg.payload))
+        received.append((msg.topic, bytes(msg.payload)))
         if msg.topic == own:
             got.set()
 
@@ -152,6 +153,35 @@ def test_mosquitto_delivers_a_device_message_to_the_gateway_account_only(
         sub.loop_stop()
         sub.disconnect()
     assert received == [(own, b"hello")]
+
+
+def test_a_mosquitto_of_ours_with_an_older_configuration_is_started_again(tmp_path: Path) -> None:
+    """One started before the accounts existed (anonymous access) is not reused as is."""
+    settings = ServiceSettings(
+        state_dir=tmp_path,
+        mqtt_port=_free_port(),
+        database_url=f"postgresql://postgres@127.0.0.1:{_free_port()}/none",  # no keys
+    )
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {settings.mqtt_port} 127.0.0.1\nallow_anonymous true\n")
+    old = ManagedProcess("mosquitto", tmp_path)
+    old.start([mosquitto.mosquitto_binary(), "-c", str(conf)])
+    try:
+        wait_until(
+            lambda: mosquitto.mqtt_ping("127.0.0.1", settings.mqtt_port) is None,
+            timeout=15,
+            what="anonymous access",
+            proc=old,
+        )
+        assert mosquitto.up(settings) is True  # started again, with accounts
+        assert mosquitto.mqtt_ping("127.0.0.1", settings.mqtt_port) == (
+            "login as anonymous: Not authorized"
+        )
+        login = (mqtt_accounts.GATEWAY_USER, mqtt_accounts.gateway_password(settings))
+        assert mosquitto.mqtt_ping("127.0.0.1", settings.mqtt_port, login) is None
+        assert mosquitto.up(settings) is False  # now reused
+    finally:
+        assert mosquitto.down(settings)
 
 
 def test_the_components_get_the_gateways_mqtt_account(service_settings: ServiceSettings) -> None:

@@ -55,19 +55,8 @@ def version() -> str:
     return first.split("version")[-1].strip() if "version" in first else first
 
 
-def up(settings: ServiceSettings) -> bool:
-    proc = _process(settings)
-    if proc.pid() is not None:
-        return False
-    binary = mosquitto_binary()
-    ensure_port_free("mosquitto", settings.host, settings.mqtt_port, "IOC_MQTT_PORT")
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    conf = settings.state_dir / "mosquitto.conf"
-    # Accounts from the key table when it can be read (later changes: sync_accounts).
-    mqtt_accounts.write_accounts(
-        settings, mqtt_accounts.device_accounts(settings.effective_database_url)
-    )
-    conf.write_text(
+def config_text(settings: ServiceSettings) -> str:
+    return (
         f"listener {settings.mqtt_port} {settings.host}\n"
         # no anonymous client: the gateway and each device have an account, and the ACL
         # keeps each device below its own topic (ioc/services/mqtt_accounts.py)
@@ -84,6 +73,25 @@ def up(settings: ServiceSettings) -> bool:
         "max_queued_messages 1000000\n"
         "log_dest stdout\n"
     )
+
+
+def up(settings: ServiceSettings) -> bool:
+    proc = _process(settings)
+    conf = settings.state_dir / "mosquitto.conf"
+    if proc.pid() is not None:
+        if conf.exists() and conf.read_text() == config_text(settings):
+            return False
+        # Ours, but started with another configuration (before accounts existed, say):
+        # a reload would keep anonymous access, so it is started again.
+        proc.stop()
+    binary = mosquitto_binary()
+    ensure_port_free("mosquitto", settings.host, settings.mqtt_port, "IOC_MQTT_PORT")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Accounts from the key table when it can be read (later changes: sync_accounts).
+    mqtt_accounts.write_accounts(
+        settings, mqtt_accounts.device_accounts(settings.effective_database_url)
+    )
+    conf.write_text(config_text(settings))
     proc.start([binary, "-c", str(conf)])
     wait_until(
         lambda: port_open(settings.host, settings.mqtt_port),

@@ -1,4 +1,4 @@
-"""Ingest keys in TimescaleDB (table ``ingest_keys``, migration 0005) and the gateway's
+"""Ingest keys in TimescaleDB (table ``ingest_keys``, migration 0006) and the gateway's
 cache of them.
 
 The gateway never asks the database per request: :class:`KeyCache` reloads every active

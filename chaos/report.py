@@ -165,7 +165,7 @@ idle timeout {cfg.idle_timeout_s:.0f} s). Result: **{"all rows exact" if ok else
 {bad_section(result.bad)}
 
 Each input goes through one way in, in turn (Kafka topic `ioc.events.air`, HTTP
-`POST /events`, MQTT `ioc/events/air/<station>`), and is matched with its dead letters
+`POST /events`, MQTT `ioc/events/demo/air/<station>`), and is matched with its dead letters
 by its id `bad-<run>-<n>` (kept even by truncated and retyped inputs; a gateway re-encodes
 an event it accepted, so the bytes in a later dead letter may differ). Far-past events with a
 representable time are valid CloudEvents: the gateways accept them and the stream worker

@@ -37,7 +37,10 @@ from chaos.traffic import (
     Traffic,
     Way,
 )
+from ingest.settings import IngestSettings
 from ioc import services
+from ioc.commands.ingest import DEMO_KEY, provision_demo_key
+from ioc.services import mqtt_accounts
 from ioc.settings import ServiceSettings
 
 log = structlog.get_logger("chaos.run")
@@ -137,6 +140,10 @@ async def run(
         inputs = generate(tag, cfg.bad_inputs, cfg.seed)
     say("services: starting")
     started = await asyncio.to_thread(services.up, settings, services.SERVICES)
+    # HTTP (and MQTT) senders need an ingest key: the demo's, as `ioc up` makes it
+    demo_key = IngestSettings().ingest_demo_key
+    await asyncio.to_thread(provision_demo_key, settings, demo_key)
+    await asyncio.to_thread(mqtt_accounts.wait_for_login, settings, (DEMO_KEY, demo_key))
     streams_env = {
         "IOC_STREAMS_ALLOWED_LATENESS_S": str(cfg.allowed_lateness_s),
         "IOC_STREAMS_LATE_GRACE_S": str(cfg.late_grace_s),
@@ -155,8 +162,8 @@ async def run(
     )
     ways: list[Way] = [
         KafkaWay(ends.bootstrap_servers),
-        HttpWay(ends.http_url),
-        MqttWay(ends.mqtt_host, ends.mqtt_port, f"chaos-pub-{tag}"),
+        HttpWay(ends.http_url, demo_key),
+        MqttWay(ends.mqtt_host, ends.mqtt_port, f"chaos-pub-{tag}", (DEMO_KEY, demo_key)),
     ]
     since = datetime.now(UTC) - timedelta(minutes=30)
     done: list[_Done] = []

@@ -125,8 +125,9 @@ class KafkaWay(Way):
 class HttpWay(Way):
     name = "http"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: str) -> None:
         self._url = url
+        self._key = key  # an ingest key's secret (the demo key: any type, any source)
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -141,7 +142,10 @@ class HttpWay(Way):
 
     async def send_raw(self, station: str, raw: bytes) -> int | bool:
         assert self._http is not None
-        headers = {"Content-Type": "application/cloudevents+json"}
+        headers = {
+            "Content-Type": "application/cloudevents+json",
+            "Authorization": f"Bearer {self._key}",
+        }
         try:
             async with self._http.post(self._url, data=raw, headers=headers) as resp:
                 await resp.read()
@@ -156,11 +160,14 @@ class MqttWay(Way):
 
     name = "mqtt"
 
-    def __init__(self, host: str, port: int, client_id: str) -> None:
+    def __init__(self, host: str, port: int, client_id: str, login: tuple[str, str]) -> None:
         self._host, self._port = host, port
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        # an ingest key's device account (name, secret): it writes below ioc/events/<name>/
+        self._name = login[0]
+        self._client.username_pw_set(*login)
         self._client.max_inflight_messages_set(100)
 
     async def start(self) -> None:
@@ -172,7 +179,7 @@ class MqttWay(Way):
         self._client.loop_stop()
 
     async def send_raw(self, station: str, raw: bytes) -> int | bool:
-        info = self._client.publish(f"ioc/events/air/{station}", raw, qos=1)
+        info = self._client.publish(f"ioc/events/{self._name}/air/{station}", raw, qos=1)
         with contextlib.suppress(RuntimeError, ValueError):
             await asyncio.to_thread(info.wait_for_publish, 10.0)
         return info.is_published()

@@ -46,7 +46,10 @@ def describe(cls: type[BaseSettings], exc: ValidationError) -> str:
     """One line: every offending variable, what it held and what is wrong."""
     parts = []
     for error in exc.errors():
-        loc = error.get("loc") or ("?",)
+        loc = error.get("loc") or ()
+        if not loc:  # a check of several settings together: its message names them
+            parts.append(str(error.get("msg", "invalid")).removeprefix("Value error, "))
+            continue
         name = env_name(cls, str(loc[0]))
         where = name + "".join(f"[{p}]" for p in loc[1:])
         held = "" if error.get("type") == "missing" else f"={_shown(error.get('input'))}"

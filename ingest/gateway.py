@@ -13,6 +13,7 @@ import orjson
 from events.catalogue import event_type, key_for
 from events.envelope import MAX_EVENT_BYTES, Event, encode, validate
 from events.errors import InvalidEventError, describe_exception
+from ingest.keys import IngestKey
 
 # Content types of CloudEvents' HTTP binding, structured and batched mode.
 STRUCTURED = ("application/cloudevents+json", "application/json")
@@ -27,6 +28,9 @@ class KafkaRecord:
     key: bytes
     value: bytes
     event_id: str
+    # what a key's scope is checked against (ingest.keys)
+    type: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ def to_record(event: Event) -> KafkaRecord:
         # Re-encode the validated event: downstream gets the canonical form.
         value=encode(event),
         event_id=event.id,
+        type=event.type,
+        source=event.source,
     )
 
 
@@ -95,3 +101,13 @@ def parse_request(
     if rejections:
         raise RejectedRequest(rejections)
     return records
+
+
+def out_of_scope(key: IngestKey, records: list[KafkaRecord]) -> list[Rejection]:
+    """The records (by index in the request) that ``key`` may not publish."""
+    refused: list[Rejection] = []
+    for index, record in enumerate(records):
+        why = key.refusal(record.type, record.source)
+        if why is not None:
+            refused.append(Rejection(index, *why))
+    return refused

@@ -9,7 +9,12 @@
     GET  /schemas/v1/{name}  the JSON Schemas of the contracts (events.contracts);
                           /schemas/v1/index.json lists them
 
-Answers: 202 ``{"accepted": N}`` once the broker has acknowledged every event; 400 with
+POST /events needs ``Authorization: Bearer <key>`` (ingest.keys): 401 ``missing_key`` or
+``unknown_key`` (checked before anything else), 403 ``out_of_scope`` naming each event
+(by index) the key may not publish, 429 ``busy`` with ``Retry-After`` while the producer
+holds IOC_INGEST_MAX_INFLIGHT_BYTES unacknowledged, 503 ``auth_unavailable`` when the
+key list could not be read recently enough (ingest.keystore).
+Other answers: 202 ``{"accepted": N}`` once the broker has acknowledged every event; 400 with
 ``{"error": reason, "detail": ...}`` for a body that is not JSON, or with
 ``{"error": "invalid_events", "rejected": [{"index", "reason", "detail"}]}`` naming every
 invalid item (nothing of such a request is published; an event time further ahead of the
@@ -29,10 +34,12 @@ from events import health
 from events.contracts import INDEX, all_schemas, dumps
 from events.envelope import latest_event_ms
 from events.errors import InvalidEventError
-from ingest.gateway import BATCH, STRUCTURED, RejectedRequest, parse_request
+from ingest.gateway import BATCH, STRUCTURED, RejectedRequest, out_of_scope, parse_request
+from ingest.keys import IngestKey, bearer_secret
+from ingest.keystore import KeyCache, KeysUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.openapi import SCHEMA_MEDIA, openapi_document
-from ingest.publisher import KafkaPublisher
+from ingest.publisher import Backpressure, KafkaPublisher
 from ingest.settings import IngestSettings
 
 log = structlog.get_logger("ingest.http")
@@ -40,6 +47,7 @@ log = structlog.get_logger("ingest.http")
 PUBLISHER: web.AppKey[KafkaPublisher] = web.AppKey("publisher", KafkaPublisher)
 METRICS: web.AppKey[IngestMetrics] = web.AppKey("metrics", IngestMetrics)
 SETTINGS: web.AppKey[IngestSettings] = web.AppKey("settings", IngestSettings)
+KEYS: web.AppKey[KeyCache] = web.AppKey("keys", KeyCache)
 # Rendered once per app: the documents are generated from the catalogue, not read from
 # the checked-in files, so an installed gateway needs no repository next to it.
 CONTRACTS: web.AppKey[dict[str, bytes]] = web.AppKey("contracts", dict)
@@ -50,9 +58,54 @@ def _error(status: int, reason: str, detail: str) -> web.Response:
     return web.json_response({"error": reason, "detail": detail}, status=status)
 
 
+def _authenticate(request: web.Request) -> IngestKey | web.Response:
+    """The request's key, or the answer refusing it."""
+    metrics = request.app[METRICS]
+    secret = bearer_secret(request.headers.get("Authorization"))
+    if secret is None:
+        metrics.refused_requests.labels("missing_key").inc()
+        return _unauthorized("missing_key", "send Authorization: Bearer <ingest key>")
+    try:
+        key = request.app[KEYS].lookup(secret)
+    except KeysUnavailable as exc:
+        metrics.refused_requests.labels("auth_unavailable").inc()
+        log.warning("auth_unavailable", error=str(exc))
+        return _error(503, "auth_unavailable", "the ingest keys cannot be checked now; retry")
+    if key is None:
+        metrics.refused_requests.labels("unknown_key").inc()
+        return _unauthorized("unknown_key", "this key is unknown or revoked")
+    return key
+
+
+def _unauthorized(reason: str, detail: str) -> web.Response:
+    response = _error(401, reason, detail)
+    # RFC 6750: a 401 names the scheme to use, and says "invalid_token" when one was sent
+    challenge = 'Bearer realm="ioc-ingest"'
+    if reason == "unknown_key":
+        challenge += ', error="invalid_token"'
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def _busy(request: web.Request, why: str) -> web.Response:
+    """429: the producer holds IOC_INGEST_MAX_INFLIGHT_BYTES unacknowledged (nothing of the
+    request is published; memory stays bounded however many clients send)."""
+    request.app[METRICS].refused_requests.labels("busy").inc()
+    retry_after = request.app[SETTINGS].ingest_retry_after_s
+    response = _error(429, "busy", f"{why}; retry after {retry_after} s")
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 async def post_events(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
+    # Who sends comes first: a client without a valid key learns nothing about the rest.
+    key = _authenticate(request)
+    if isinstance(key, web.Response):
+        return key
+    if request.app[PUBLISHER].inflight.saturated:  # refused before its body is even read
+        return _busy(request, "the producer's in-flight bound is reached")
     content_type = request.headers.get("Content-Type", "application/json")
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in (*STRUCTURED, BATCH):
@@ -78,8 +131,22 @@ async def post_events(request: web.Request) -> web.Response:
             {"error": "invalid_events", "rejected": [r.to_dict() for r in exc.rejections]},
             status=400,
         )
+    refused = out_of_scope(key, records)
+    if refused:
+        metrics.refused_requests.labels("out_of_scope").inc()
+        return web.json_response(
+            {
+                "error": "out_of_scope",
+                "detail": f"key {key.name!r} may not publish {len(refused)} of the events; "
+                "nothing was published",
+                "rejected": [r.to_dict() for r in refused],
+            },
+            status=403,
+        )
     try:
         await request.app[PUBLISHER].publish(records)
+    except Backpressure as exc:
+        return _busy(request, str(exc))
     except Exception as exc:  # Kafka unavailable: tell the sender to retry, lose nothing
         metrics.publish_errors.labels("http").inc()
         log.warning("publish_failed", error=str(exc), events=len(records))
@@ -140,7 +207,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 
 
 def build_app(
-    settings: IngestSettings, publisher: KafkaPublisher, metrics: IngestMetrics
+    settings: IngestSettings, publisher: KafkaPublisher, metrics: IngestMetrics, keys: KeyCache
 ) -> web.Application:
     # aiohttp's own limit sits above ours so that we can answer 413 with a reason.
     app = web.Application(client_max_size=settings.ingest_max_body_bytes + 1024)
@@ -148,6 +215,9 @@ def build_app(
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
     app[STARTED] = time.monotonic()
+    app[KEYS] = keys
+    # read when /metrics is rendered: the producer's unacknowledged bytes right now
+    metrics.inflight_bytes.set_function(lambda: publisher.inflight.bytes)
     app[CONTRACTS] = {name: dumps(schema) for name, schema in all_schemas().items()}
     app[OPENAPI] = dumps(openapi_document((method, path) for method, path, _ in ROUTES))
     for method, path, handler in ROUTES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
 @dataclass
@@ -28,6 +28,19 @@ class IngestMetrics:
             "ioc_ingest_publish_errors_total",
             "Batches that could not be published to Kafka",
             ["gateway"],
+            registry=self.registry,
+        )
+
+        self.refused_requests = Counter(
+            "ioc_ingest_requests_refused_total",
+            "HTTP requests refused for their key or the gateway's load, by reason "
+            "(missing_key, unknown_key, out_of_scope, busy, auth_unavailable)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.inflight_bytes = Gauge(
+            "ioc_ingest_inflight_bytes",
+            "Bytes of events handed to the Kafka producer, not yet acknowledged",
             registry=self.registry,
         )
 

@@ -51,7 +51,10 @@ OPERATIONS: dict[tuple[str, str], Document] = {
     ("POST", "/events"): {
         "operationId": "postEvents",
         "summary": "Publish CloudEvents (structured or batch mode) to their domain topics",
-        "description": "Every event is validated as `schemas/v1/cloudevent.json` states, "
+        "security": [{"ingestKey": []}],
+        "description": "Needs an ingest key (`ioc ingest keys add`), which may publish only "
+        "the event types and sources it was created for. "
+        "Every event is validated as `schemas/v1/cloudevent.json` states, "
         f"and at most {MAX_EVENT_BYTES} bytes with a time at most IOC_MAX_FUTURE_SKEW_S "
         "(300 s) ahead of the gateway's clock. All or nothing: one invalid event refuses "
         "the request. A batch holds at most IOC_INGEST_MAX_BATCH (5000) events, a body "
@@ -82,9 +85,42 @@ OPERATIONS: dict[tuple[str, str], Document] = {
                     }
                 },
             },
+            "401": {
+                **_error(
+                    "no `Authorization: Bearer` key (`missing_key`) or an unknown or revoked "
+                    "one (`unknown_key`); checked before anything else"
+                ),
+                "headers": {
+                    "WWW-Authenticate": {
+                        "description": 'the scheme to use: `Bearer realm="ioc-ingest"`',
+                        "schema": {"type": "string"},
+                    }
+                },
+            },
+            "403": _json(
+                "OutOfScope",
+                "events the key may not publish (their type or source is outside its scope), "
+                "each named by index; nothing was published",
+            ),
             "413": _error("body too large (`oversize`)"),
             "415": _error("another content type (`unsupported_media_type`)"),
-            "503": _error("the broker did not take the events (`unavailable`); retry"),
+            "429": {
+                **_error(
+                    "the gateway holds IOC_INGEST_MAX_INFLIGHT_BYTES of events the broker has "
+                    "not yet acknowledged (`busy`); nothing was published, retry after "
+                    "Retry-After seconds"
+                ),
+                "headers": {
+                    "Retry-After": {
+                        "description": "seconds to wait before retrying",
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                },
+            },
+            "503": _error(
+                "the broker did not take the events (`unavailable`) or the keys could not be "
+                "checked (`auth_unavailable`); retry"
+            ),
         },
     },
     ("GET", "/healthz"): {
@@ -144,7 +180,16 @@ def _components() -> Document:
     # The envelope keeps its $defs; its own $id and dialect stay too (OpenAPI 3.1 schema
     # objects are JSON Schema 2020-12), so its local $refs resolve inside it.
     return {
-        "securitySchemes": readapi_openapi.SECURITY_SCHEMES,
+        "securitySchemes": {
+            **readapi_openapi.SECURITY_SCHEMES,
+            "ingestKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an ingest key's secret (`ioc ingest keys add NAME --types "
+                "... --sources ...`; the demo's key `demo` is IOC_INGEST_DEMO_KEY, "
+                "`demo-ingest-key` by default)",
+            },
+        },
         "schemas": {
             **readapi_openapi.schemas(),
             "CloudEvent": envelope_schema(),
@@ -170,6 +215,20 @@ def _components() -> Document:
                     "index": {"type": "integer", "minimum": 0, "description": "in the batch"},
                     "reason": {"type": "string", "description": "validation reason code"},
                     "detail": {"type": "string"},
+                },
+            },
+            "OutOfScope": {
+                "type": "object",
+                "required": ["error", "detail", "rejected"],
+                "properties": {
+                    "error": {"const": "out_of_scope"},
+                    "detail": {"type": "string"},
+                    "rejected": {
+                        "type": "array",
+                        "minItems": 1,
+                        "description": "reason `type_not_allowed` or `source_not_allowed`",
+                        "items": {"$ref": "#/components/schemas/Rejection"},
+                    },
                 },
             },
             "InvalidEvents": {

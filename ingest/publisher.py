@@ -13,11 +13,51 @@ from events.topics import DEADLETTER
 from ingest.gateway import KafkaRecord
 
 
+class Backpressure(Exception):
+    """The producer already holds as many unacknowledged bytes as it may; retry later."""
+
+
+class InflightBound:
+    """Bytes handed to the producer and not yet acknowledged, and whether one more batch
+    may join them: past ``limit`` it is refused at once (:class:`Backpressure`) instead of
+    queueing in memory while the broker is slow or away. A batch is admitted whenever
+    nothing is in flight, so a request larger than the limit still gets through alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+
+    @property
+    def saturated(self) -> bool:
+        """No batch would be admitted now."""
+        return self.bytes >= self.limit
+
+    def admit(self, size: int) -> None:
+        if self.bytes and self.bytes + size > self.limit:
+            raise Backpressure(
+                f"{self.bytes} bytes await the broker's acknowledgement (limit {self.limit})"
+            )
+        self.bytes += size
+
+    def release(self, size: int) -> None:
+        self.bytes -= size
+
+
 class KafkaPublisher:
     """Sends batches and returns only once the broker has acknowledged every record
-    (acks=all), so a caller can acknowledge its own sender afterwards."""
+    (acks=all), so a caller can acknowledge its own sender afterwards.
 
-    def __init__(self, bootstrap_servers: str, client_id: str = "ioc-ingest") -> None:
+    ``max_inflight_bytes`` bounds (:class:`InflightBound`) what bounded callers — the HTTP
+    gateway, with any number of concurrent requests — may have handed over unacknowledged.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str = "ioc-ingest",
+        max_inflight_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.inflight = InflightBound(max_inflight_bytes)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -47,11 +87,24 @@ class KafkaPublisher:
             return False, f"no broker answered: {type(exc).__name__}: {exc}"
         return True, f"connected ({len(cluster.brokers())} broker(s))"
 
-    async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        # send() only appends to the producer's batch; the one await that matters is
-        # the gather of the delivery futures, once per request or MQTT batch.
-        futures = [await self._producer.send(r.topic, value=r.value, key=r.key) for r in records]
-        await asyncio.gather(*futures)
+    async def publish(self, records: Sequence[KafkaRecord], bounded: bool = True) -> None:
+        """Publish and wait for the acknowledgements. ``bounded=False`` is not refused by
+        the in-flight bound (it still counts in it): the MQTT bridge forwards one batch at a
+        time, which bounds it already, and must not lose its turn to HTTP clients."""
+        size = sum(len(r.value) + len(r.key) for r in records)
+        if bounded:
+            self.inflight.admit(size)
+        else:
+            self.inflight.bytes += size
+        try:
+            # send() only appends to the producer's batch; the one await that matters is
+            # the gather of the delivery futures, once per request or MQTT batch.
+            futures = [
+                await self._producer.send(r.topic, value=r.value, key=r.key) for r in records
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            self.inflight.release(size)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         futures = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from ioc.broker_guard import restarts_file
+from ioc.services.mqtt_accounts import GATEWAY_USER, gateway_password
 from ioc.settings import ServiceSettings
 from ioc.supervisor import Component, python_module
 
@@ -20,6 +21,9 @@ def component_env(settings: ServiceSettings) -> dict[str, str]:
         "IOC_DATABASE_URL": settings.effective_database_url,
         "IOC_MQTT_HOST": settings.host,
         "IOC_MQTT_PORT": str(settings.mqtt_port),
+        # the ingest gateway's account on our Mosquitto (ioc/services/mqtt_accounts.py)
+        "IOC_MQTT_USERNAME": GATEWAY_USER,
+        "IOC_MQTT_PASSWORD": gateway_password(settings),
     }
 
 

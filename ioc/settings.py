@@ -52,6 +52,9 @@ class ServiceSettings(IocSettings):
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
     db_port: int = 55432
     mqtt_port: int = 1883
+    # Password of the ingest gateway's MQTT account `ioc-ingest` on our Mosquitto (which
+    # accepts no anonymous client); unset: a random one kept in the state directory.
+    mqtt_ingest_password: str | None = None
     # When set, this TimescaleDB is used and no local one is provisioned.
     database_url: str | None = None
     database_name: str = "ioc"

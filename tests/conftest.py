@@ -17,6 +17,7 @@ import pytest
 from ioc import services
 from ioc.services import timescale
 from ioc.settings import ServiceSettings
+from tests.ingest_keys import MqttLogins
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +65,27 @@ def mqtt_address(service_settings: ServiceSettings) -> Iterator[tuple[str, int]]
         (service_settings.host, service_settings.mqtt_port)
         for _ in _ensure(service_settings, "mosquitto")
     )
+
+
+@pytest.fixture(scope="session")
+def mqtt_logins(
+    service_settings: ServiceSettings, mqtt_address: tuple[str, int], database_url: str
+) -> MqttLogins:
+    """Mosquitto (no anonymous access) with the accounts of the session's ingest keys."""
+    import asyncio
+
+    from ioc.services import mqtt_accounts
+    from tests.ingest_keys import ALL_KEY, ALL_SECRET, ensure_test_keys, wait_login
+
+    asyncio.run(ensure_test_keys(database_url))
+    mqtt_accounts.sync_accounts(service_settings, database_url)
+    logins = MqttLogins(
+        *mqtt_address,
+        gateway=(mqtt_accounts.GATEWAY_USER, mqtt_accounts.gateway_password(service_settings)),
+        device=(ALL_KEY, ALL_SECRET),
+    )
+    wait_login(mqtt_address, logins.device)
+    return logins
 
 
 @pytest.fixture(scope="session")

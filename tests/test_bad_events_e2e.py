@@ -18,6 +18,7 @@ import orjson
 from events.envelope import encode
 from events.records import DeadLetter, KpiRecord
 from ingest.settings import IngestSettings
+from tests.ingest_keys import AUTH
 from tests.streams_helpers import air
 from tests.test_ingest import gateway  # noqa: F401  (the real HTTP/MQTT gateway fixture)
 from tests.test_streams_integration import (
@@ -51,7 +52,9 @@ async def test_the_gateway_refuses_far_future_and_unrepresentable_times(
     async with aiohttp.ClientSession() as http:
         for reason, event in cases.items():
             async with http.post(
-                url, data=encode(event), headers={"Content-Type": "application/cloudevents+json"}
+                url,
+                data=encode(event),
+                headers={"Content-Type": "application/cloudevents+json", **AUTH},
             ) as resp:
                 assert resp.status == 400
                 body = await resp.json()
@@ -59,7 +62,7 @@ async def test_the_gateway_refuses_far_future_and_unrepresentable_times(
         # within the allowed skew (300 s by default) an event is accepted
         soon = _air_at(now + timedelta(seconds=240), "HD-AQ-SOON")
         async with http.post(
-            url, data=encode(soon), headers={"Content-Type": "application/cloudevents+json"}
+            url, data=encode(soon), headers={"Content-Type": "application/cloudevents+json", **AUTH}
         ) as resp:
             assert resp.status == 202
 

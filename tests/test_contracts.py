@@ -38,6 +38,7 @@ from events.records import (
     KpiRecord,
 )
 from ingest.http import ROUTES, build_app
+from ingest.keystore import KeyCache
 from ingest.metrics import IngestMetrics
 from ingest.openapi import openapi_document
 from ingest.publisher import KafkaPublisher
@@ -227,8 +228,10 @@ def test_an_assign_command_without_assignee_fails_schema_and_reader() -> None:
 
 
 def test_the_openapi_paths_are_the_routes_the_gateway_registers() -> None:
-    # build_app only stores the publisher; routing never touches it.
-    app = build_app(IngestSettings(), cast(KafkaPublisher, None), IngestMetrics())
+    # build_app only stores the publisher and the key cache; routing never touches them.
+    app = build_app(
+        IngestSettings(), cast(KafkaPublisher, None), IngestMetrics(), cast(KeyCache, None)
+    )
     routes = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()

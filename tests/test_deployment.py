@@ -6,6 +6,7 @@ Prometheus scrapes each one and Grafana gets the checked-in provisioning and das
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -160,3 +161,39 @@ def test_prometheus_and_grafana_are_deployed_with_the_checked_in_files() -> None
         text = path.read_text()
         uids = set(re.findall(r'"uid":\s*"([^"]+)"', text)) - {f"ioc-{path.stem}"}
         assert uids <= set(by_uid), (path.name, uids)
+
+
+def _ws_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IOC_WS_")}
+    argv = [sys.executable, "-m", "ioc", "ws", "serve"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**clean, **env})
+
+
+def test_the_deployment_accepts_no_demo_secret() -> None:
+    """docker-compose.yml: compose itself stops without IOC_WS_TOKENS, the push server
+    refuses the demo tokens, the ingest gateway the demo key (tests/test_ingest_auth.py)."""
+    ws_env = {k: str(v) for k, v in COMPONENTS["ws"]["environment"].items()}
+    assert ws_env.pop("IOC_WS_TOKENS").startswith("${IOC_WS_TOKENS:?")
+    assert ws_env["IOC_WS_REFUSE_DEMO_TOKENS"] == "true"
+    assert COMPONENTS["ingest"]["environment"]["IOC_INGEST_REFUSE_DEMO_KEY"] == "true"
+    unset = _ws_serve(ws_env)
+    assert unset.returncode == 2
+    assert "IOC_WS_TOKENS is not set" in " ".join(unset.stderr.split())
+    demo = _ws_serve(
+        {**ws_env, "IOC_WS_TOKENS": '{"wall-operator": "operator:op", "x1": "viewer"}'}
+    )
+    assert demo.returncode == 2
+    assert "demo token(s) ['wall-operator'] are published and refused" in " ".join(
+        demo.stderr.split()
+    )
+    # tokens of its own: valid, and the page has no token unless one of them is named
+    own = {"v-8f3a91c2": "viewer:wall", "o-77d0e4b1": "operator:alice"}
+    settings = WsSettings(ws_refuse_demo_tokens=True, ws_tokens=own)
+    assert settings.ws_page_token == ""
+    named = WsSettings(ws_refuse_demo_tokens=True, ws_tokens=own, ws_page_token="v-8f3a91c2")
+    assert named.ws_page_token == "v-8f3a91c2"
+    for page in ("wall-viewer", "not-a-token"):
+        with pytest.raises(ValueError, match="IOC_WS_PAGE_TOKEN"):
+            WsSettings(ws_refuse_demo_tokens=True, ws_tokens=own, ws_page_token=page)
+    # the demo itself (no flag) keeps its tokens
+    assert WsSettings().ws_page_token == "wall-viewer"

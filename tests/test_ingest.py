@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +28,19 @@ from ingest.gateway import BATCH, RejectedRequest, parse_request
 from ingest.service import serve
 from ingest.settings import IngestSettings
 from ioc.services import broker
+from tests.ingest_keys import (
+    ALL_KEY,
+    ALL_SECRET,
+    AUTH,
+    MqttLogins,
+    ensure_test_keys,
+)
 from tests.private_broker import private_broker
+
+# The test device: the key test-all's MQTT account, which may write only below
+# ioc/events/test-all/.
+DEVICE = (ALL_KEY, ALL_SECRET)
+DEVICE_TOPIC = f"ioc/events/{ALL_KEY}/air"
 
 
 def air_event(station: str = "HD-AQ-001", pm25: float = 42.0) -> dict[str, object]:
@@ -92,14 +101,19 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 async def gateway(
-    bootstrap_servers: str, mqtt_address: tuple[str, int]
+    bootstrap_servers: str, mqtt_logins: MqttLogins, database_url: str
 ) -> AsyncIterator[IngestSettings]:
     settings = IngestSettings(
         bootstrap_servers=bootstrap_servers,
+        database_url=await ensure_test_keys(database_url),
+        # short, so that the revocation test waits briefly
+        ingest_keys_refresh_s=0.2,
         ingest_http_port=_free_port(),
         ingest_max_body_bytes=256 * 1024,
-        mqtt_host=mqtt_address[0],
-        mqtt_port=mqtt_address[1],
+        mqtt_host=mqtt_logins.host,
+        mqtt_port=mqtt_logins.port,
+        mqtt_username=mqtt_logins.gateway[0],
+        mqtt_password=mqtt_logins.gateway[1],
         ingest_mqtt_client_id=f"ioc-ingest-test-{uuid.uuid4().hex[:6]}",
     )
     stop = asyncio.Event()
@@ -132,7 +146,9 @@ async def _wait_mqtt_subscribed(settings: IngestSettings) -> None:
         while True:
             probe = air_event("PROBE")
             sent.add(str(probe["id"]))
-            _publish_qos1((settings.mqtt_host, settings.mqtt_port), "ioc/events/air", encode(probe))
+            _publish_qos1(
+                (settings.mqtt_host, settings.mqtt_port), DEVICE_TOPIC, encode(probe), DEVICE
+            )
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
@@ -177,12 +193,14 @@ async def test_http_events_reach_their_topic(gateway: IngestSettings) -> None:
     url = f"http://127.0.0.1:{gateway.ingest_http_port}/events"
     async with aiohttp.ClientSession() as http:
         async with http.post(
-            url, data=encode(events[0]), headers={"Content-Type": "application/cloudevents+json"}
+            url,
+            data=encode(events[0]),
+            headers={"Content-Type": "application/cloudevents+json", **AUTH},
         ) as one:
             assert one.status == 202
             assert await one.json() == {"accepted": 1}
         async with http.post(
-            url, data=orjson.dumps(events[1:]), headers={"Content-Type": BATCH}
+            url, data=orjson.dumps(events[1:]), headers={"Content-Type": BATCH, **AUTH}
         ) as many:
             assert many.status == 202
             assert await many.json() == {"accepted": 4}
@@ -195,20 +213,19 @@ async def test_http_events_reach_their_topic(gateway: IngestSettings) -> None:
 async def test_http_bad_input_gets_4xx_with_a_reason(gateway: IngestSettings) -> None:
     url = f"http://127.0.0.1:{gateway.ingest_http_port}/events"
     async with aiohttp.ClientSession() as http:
-        async with http.post(url, data=b"{", headers={"Content-Type": "application/json"}) as r:
+        json = {"Content-Type": "application/json", **AUTH}
+        async with http.post(url, data=b"{", headers=json) as r:
             assert r.status == 400
             assert (await r.json())["error"] == "undecodable"
-        async with http.post(
-            url, data=encode(air_event(pm25=-1)), headers={"Content-Type": "application/json"}
-        ) as r:
+        async with http.post(url, data=encode(air_event(pm25=-1)), headers=json) as r:
             assert r.status == 400
             body = await r.json()
             assert body["error"] == "invalid_events"
             assert body["rejected"][0]["reason"] == "out_of_range"
-        async with http.post(url, data=b"x", headers={"Content-Type": "text/plain"}) as r:
+        async with http.post(url, data=b"x", headers={"Content-Type": "text/plain", **AUTH}) as r:
             assert r.status == 415
         big = b"[" + b" " * (300 * 1024) + b"]"
-        async with http.post(url, data=big, headers={"Content-Type": BATCH}) as r:
+        async with http.post(url, data=big, headers={"Content-Type": BATCH, **AUTH}) as r:
             assert r.status == 413
             assert (await r.json())["error"] == "oversize"
         async with http.get(f"http://127.0.0.1:{gateway.ingest_http_port}/metrics") as r:
@@ -222,11 +239,12 @@ async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
     good = air_event("MQTT-1")
     bad_payload = orjson.dumps({**air_event("MQTT-2"), "specversion": "0.3"})
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*DEVICE)
     client.connect(gateway.mqtt_host, gateway.mqtt_port)
     client.loop_start()
     try:
-        client.publish("ioc/events/air", encode(good), qos=1).wait_for_publish(5)
-        client.publish("ioc/events/air", bad_payload, qos=1).wait_for_publish(5)
+        client.publish(DEVICE_TOPIC, encode(good), qos=1).wait_for_publish(5)
+        client.publish(DEVICE_TOPIC, bad_payload, qos=1).wait_for_publish(5)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -253,21 +271,28 @@ async def test_mqtt_events_reach_kafka_and_bad_ones_the_dead_letter_topic(
         await consumer.stop()
     assert len(letters) == 1
     assert letters[0].reason == "unsupported_specversion"
-    assert letters[0].source_topic == "mqtt:ioc/events/air"
+    assert letters[0].source_topic == f"mqtt:{DEVICE_TOPIC}"
     assert letters[0].component == "ingest.mqtt"
 
 
-async def test_http_answers_503_while_the_broker_cannot_take_the_events(
-    tmp_path: Path,
+async def test_http_answers_503_while_the_broker_cannot_take_the_events_and_429_meanwhile(
+    tmp_path: Path, database_url: str
 ) -> None:
+    """While one request waits for a broker that is away, the producer holds its bytes:
+    more than IOC_INGEST_MAX_INFLIGHT_BYTES in flight is refused at once with 429 and
+    Retry-After instead of queueing in memory."""
     with private_broker(tmp_path) as own:
         settings = IngestSettings(
-            bootstrap_servers=own.bootstrap_servers, ingest_http_port=_free_port()
+            bootstrap_servers=own.bootstrap_servers,
+            ingest_http_port=_free_port(),
+            database_url=await ensure_test_keys(database_url),
+            ingest_max_inflight_bytes=1,  # anything beside one request in flight is too much
+            ingest_retry_after_s=3,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(serve(settings, mqtt=False, stop=stop))
         base = f"http://127.0.0.1:{settings.ingest_http_port}"
-        headers = {"Content-Type": "application/cloudevents+json"}
+        headers = {"Content-Type": "application/cloudevents+json", **AUTH}
         try:
             async with aiohttp.ClientSession() as http:
                 await _wait_healthy(http, f"{base}/readyz")
@@ -279,17 +304,33 @@ async def test_http_answers_503_while_the_broker_cannot_take_the_events(
                     assert (r.status, await r.json()) == (202, {"accepted": 1})
                 broker.down(own)  # the broker goes away; the gateway keeps running
                 lost = air_event("DOWN")
+                held = asyncio.create_task(
+                    http.post(
+                        f"{base}/events",
+                        data=encode(lost),
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=120),
+                    )
+                )
+                deadline = time.monotonic() + 20
+                while _metric(await _get(http, f"{base}/metrics"), "ioc_ingest_inflight_bytes") < 1:
+                    assert time.monotonic() < deadline, (
+                        "the held request never reached the producer"
+                    )
+                    await asyncio.sleep(0.05)  # polling interval of the condition above
                 async with http.post(
-                    f"{base}/events",
-                    data=encode(lost),
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=120),
+                    f"{base}/events", data=encode(air_event("BUSY")), headers=headers
                 ) as r:
+                    assert r.status == 429
+                    assert r.headers["Retry-After"] == "3"
+                    assert (await r.json())["error"] == "busy"
+                async with await held as r:
                     assert r.status == 503
                     assert (await r.json())["error"] == "unavailable"
-                async with http.get(f"{base}/metrics") as r:
-                    text = await r.text()
+                text = await _get(http, f"{base}/metrics")
                 assert 'ioc_ingest_publish_errors_total{gateway="http"} 1.0' in text
+                assert 'ioc_ingest_requests_refused_total{reason="busy"} 1.0' in text
+                assert _metric(text, "ioc_ingest_inflight_bytes") == 0
                 # Not ready while no broker answers, and says so; still alive.
                 async with http.get(f"{base}/readyz") as r:
                     body = await r.json()
@@ -300,6 +341,18 @@ async def test_http_answers_503_while_the_broker_cannot_take_the_events(
         finally:
             stop.set()
             await task
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as r:
+        return await r.text()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
 
 
 async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
@@ -318,62 +371,11 @@ async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
         await asyncio.sleep(0.1)  # polling interval of the condition above
 
 
-def _log_text(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
-
-
-def _gateway_log_events(log: Path, event: str) -> list[dict[str, object]]:
-    """The gateway's JSON log lines (stderr is not a terminal) whose event is ``event``."""
-    found: list[dict[str, object]] = []
-    for line in _log_text(log).splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            obj = orjson.loads(line)
-            if isinstance(obj, dict) and obj.get("event") == event:
-                found.append(obj)
-    return found
-
-
-async def _spawn_gateway(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    """`python -m ingest` (as `ioc up` runs it), once it has subscribed to MQTT."""
-    connected = len(_gateway_log_events(log, "mqtt_connected"))
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ingest", env={**os.environ, **env}, stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 30
-    try:
-        while len(_gateway_log_events(log, "mqtt_connected")) <= connected:
-            assert proc.returncode is None, _log_text(log)
-            assert time.monotonic() < deadline, _log_text(log)
-            await asyncio.sleep(0.1)  # polling interval of the condition above
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        raise
-    return proc
-
-
-async def _ids_on(bootstrap: str, topic: str, until: str) -> list[str]:
-    """Event ids on ``topic`` from its start, read until ``until`` is among them."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    ids: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        while until not in ids:
-            assert time.monotonic() < deadline, f"{until} never reached {topic}: {ids}"
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                ids += [str(orjson.loads(r.value)["id"]) for r in records]
-    finally:
-        await consumer.stop()
-    return ids
-
-
-def _publish_qos1(address: tuple[str, int], topic: str, payload: bytes) -> None:
+def _publish_qos1(
+    address: tuple[str, int], topic: str, payload: bytes, login: tuple[str, str]
+) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*login)
     client.connect(*address)
     client.loop_start()
     try:
@@ -381,53 +383,6 @@ def _publish_qos1(address: tuple[str, int], topic: str, payload: bytes) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
-
-
-async def test_mqtt_message_unacknowledged_when_the_gateway_dies_is_delivered_after_restart(
-    mqtt_address: tuple[str, int], tmp_path: Path
-) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topic = f"ioc/redelivery-{tag}/air"
-    log = tmp_path / "gateway.log"
-    with private_broker(tmp_path) as own:
-        env = {
-            "IOC_BOOTSTRAP_SERVERS": own.bootstrap_servers,
-            "IOC_INGEST_HTTP_PORT": str(_free_port()),
-            "IOC_MQTT_HOST": mqtt_address[0],
-            "IOC_MQTT_PORT": str(mqtt_address[1]),
-            "IOC_INGEST_MQTT_TOPIC": f"ioc/redelivery-{tag}/#",
-            "IOC_INGEST_MQTT_CLIENT_ID": f"ioc-ingest-redelivery-{tag}",  # persistent session
-        }
-        proc = await _spawn_gateway(env, log)
-        try:
-            # A first event goes through: the subscription is in place and acknowledged.
-            probe = air_event(f"PROBE-{tag}")
-            _publish_qos1(mqtt_address, topic, encode(probe))
-            assert str(probe["id"]) in await _ids_on(
-                own.bootstrap_servers, events_topic("air"), str(probe["id"])
-            )
-            # Kafka goes away; the next event reaches the gateway, which cannot publish it,
-            # so it holds back its PUBACK and retries... until it is killed.
-            broker.down(own)
-            held = air_event(f"HELD-{tag}")
-            _publish_qos1(mqtt_address, topic, encode(held))
-            deadline = time.monotonic() + 90  # aiokafka's request timeout is 40 s
-            while not _gateway_log_events(log, "publish_failed"):
-                assert time.monotonic() < deadline, _log_text(log)
-                await asyncio.sleep(0.2)  # polling interval of the condition above
-            proc.kill()
-            assert await proc.wait() == -signal.SIGKILL
-            # Kafka is back (empty: in-memory storage); the restarted gateway resumes its
-            # MQTT session and Mosquitto delivers the unacknowledged message again.
-            broker.up(own)
-            proc = await _spawn_gateway(env, log)
-            ids = await _ids_on(own.bootstrap_servers, events_topic("air"), str(held["id"]))
-            # ...and only that one: the probe was acknowledged, so it is not sent again.
-            assert ids == [str(held["id"])]
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
 
 
 def _committed(path: str) -> bytes:

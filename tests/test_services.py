@@ -19,9 +19,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from events.errors import ConfigurationError, PortInUseError
 from events.topics import CONTRACT_TOPICS
+from ingest.settings import IngestSettings
 from ioc import services
-from ioc.services import broker, timescale
+from ioc.components import component_env
+from ioc.services import broker, mosquitto, mqtt_accounts, timescale
+from ioc.services.process import ManagedProcess, wait_until
 from ioc.settings import ServiceSettings
+from tests.ingest_keys import MqttLogins
 
 pytestmark = pytest.mark.integration
 
@@ -94,36 +98,99 @@ def test_timescaledb_creates_a_hypertable(database_url: str) -> None:
         assert row is not None and row[0] >= 4  # 7-day chunks over 30 days
 
 
-def test_mosquitto_delivers_a_message(mqtt_address: tuple[str, int]) -> None:
-    host, port = mqtt_address
+def _client(login: tuple[str, str] | None) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    if login is not None:
+        client.username_pw_set(*login)
+    return client
+
+
+def test_mosquitto_delivers_a_device_message_to_the_gateway_account_only(
+    mqtt_logins: MqttLogins,
+) -> None:
+    """No anonymous client; a device writes only below ioc/events/<its name>/ (a message
+    elsewhere is dropped); the gateway's account reads them."""
+    host, port = mqtt_logins.address
+    for login in (None, (mqtt_logins.device[0], "wrong password")):
+        refused = _client(login)
+        refused.connect(host, port)
+        refused.loop(timeout=2)
+        assert not refused.is_connected(), login
+        refused.disconnect()
+    assert mosquitto.mqtt_ping(host, port) == "login as anonymous: Not authorized"
+    assert mosquitto.mqtt_ping(host, port, mqtt_logins.gateway) is None
     got = threading.Event()
-    received: list[bytes] = []
-    topic = f"ioc/test/{uuid.uuid4().hex[:8]}"
+    received: list[tuple[str, bytes]] = []
+    tag = uuid.uuid4().hex[:8]
+    own = f"ioc/events/{mqtt_logins.device[0]}/{tag}"
+    other = f"ioc/events/test-air/{tag}"
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        received.append(msg.payload)
-        got.set()
+        received.append((msg.topic, bytes(msg.payload)))
+        if msg.topic == own:
+            got.set()
 
     subscribed = threading.Event()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    sub = _client(mqtt_logins.gateway)
     sub.on_message = on_message
     sub.on_subscribe = lambda *_args: subscribed.set()
     sub.connect(host, port)
-    sub.subscribe(topic, qos=1)
+    sub.subscribe(f"ioc/events/+/{tag}", qos=1)
     sub.loop_start()
     try:
-        assert subscribed.wait(5)  # the SUBACK: Mosquitto routes the topic to us now
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+        assert subscribed.wait(5)  # the SUBACK: Mosquitto routes the topics to us now
+        pub = _client(mqtt_logins.device)
         pub.connect(host, port)
         pub.loop_start()
-        pub.publish(topic, b"hello", qos=1).wait_for_publish(5)
+        # first where it may not write (dropped by the ACL), then its own subtree: once the
+        # second arrived, the first would have (one client's messages keep their order)
+        pub.publish(other, b"not mine", qos=1).wait_for_publish(5)
+        pub.publish(own, b"hello", qos=1).wait_for_publish(5)
         pub.loop_stop()
         pub.disconnect()
         assert got.wait(5)
     finally:
         sub.loop_stop()
         sub.disconnect()
-    assert received == [b"hello"]
+    assert received == [(own, b"hello")]
+
+
+def test_a_mosquitto_of_ours_with_an_older_configuration_is_started_again(tmp_path: Path) -> None:
+    """One started before the accounts existed (anonymous access) is not reused as is."""
+    settings = ServiceSettings(
+        state_dir=tmp_path,
+        mqtt_port=_free_port(),
+        database_url=f"postgresql://postgres@127.0.0.1:{_free_port()}/none",  # no keys
+    )
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {settings.mqtt_port} 127.0.0.1\nallow_anonymous true\n")
+    old = ManagedProcess("mosquitto", tmp_path)
+    old.start([mosquitto.mosquitto_binary(), "-c", str(conf)])
+    try:
+        wait_until(
+            lambda: mosquitto.mqtt_ping("127.0.0.1", settings.mqtt_port) is None,
+            timeout=15,
+            what="anonymous access",
+            proc=old,
+        )
+        assert mosquitto.up(settings) is True  # started again, with accounts
+        assert mosquitto.mqtt_ping("127.0.0.1", settings.mqtt_port) == (
+            "login as anonymous: Not authorized"
+        )
+        login = (mqtt_accounts.GATEWAY_USER, mqtt_accounts.gateway_password(settings))
+        assert mosquitto.mqtt_ping("127.0.0.1", settings.mqtt_port, login) is None
+        assert mosquitto.up(settings) is False  # now reused
+    finally:
+        assert mosquitto.down(settings)
+
+
+def test_the_components_get_the_gateways_mqtt_account(service_settings: ServiceSettings) -> None:
+    env = component_env(service_settings)
+    assert (env["IOC_MQTT_USERNAME"], env["IOC_MQTT_PASSWORD"]) == (
+        mqtt_accounts.GATEWAY_USER,
+        mqtt_accounts.gateway_password(service_settings),
+    )
+    assert IngestSettings.model_validate({}).mqtt_username == mqtt_accounts.GATEWAY_USER
 
 
 def test_up_again_is_fast_and_status_is_healthy(

@@ -46,6 +46,15 @@ def test_a_json_setting_that_is_not_json_names_its_field(monkeypatch: pytest.Mon
         Example()
 
 
+def test_a_check_of_several_settings_is_its_own_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ws.settings import WsSettings
+
+    monkeypatch.setenv("IOC_WS_REFUSE_DEMO_TOKENS", "true")
+    with pytest.raises(ConfigurationError) as info:
+        WsSettings()
+    assert str(info.value).startswith("bad setting IOC_WS_TOKENS is not set, and with ")
+
+
 def test_every_offending_variable_is_named() -> None:
     with pytest.raises(ConfigurationError) as info:
         Example(port="x", tokens=3)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from events.settings import IocSettings
+
+# The tokens the demo works with (`ioc up`): published, so never good for a deployment.
+DEMO_TOKENS = frozenset({"wall-viewer", "wall-operator"})
 
 
 def default_tokens() -> dict[str, str]:
@@ -36,6 +40,11 @@ class WsSettings(IocSettings):
     ws_tokens: dict[str, str] = Field(default_factory=default_tokens)
     # Token the wall page uses when its own URL has no ?token=.
     ws_page_token: str = "wall-viewer"
+    # A deployment (docker-compose.yml) sets this: the server then refuses to start unless
+    # IOC_WS_TOKENS is set and holds none of the demo tokens, and the wall page has no
+    # token of its own unless IOC_WS_PAGE_TOKEN names one of IOC_WS_TOKENS (open the wall
+    # with ?token=...).
+    ws_refuse_demo_tokens: bool = False
     # Browser origins allowed besides the server's own (http://host:port, localhost:port).
     ws_allowed_origins: list[str] = Field(default_factory=list)
     # Non-browser clients send no Origin header; allow them (they still need a token).
@@ -75,3 +84,29 @@ class WsSettings(IocSettings):
     @classmethod
     def _roles_are_known(cls, tokens: dict[str, str]) -> dict[str, str]:
         return check_roles(tokens)
+
+    @model_validator(mode="after")
+    def _no_demo_tokens_when_deployed(self) -> Self:
+        if not self.ws_refuse_demo_tokens:
+            return self
+        if "ws_tokens" not in self.model_fields_set:
+            raise ValueError(
+                "IOC_WS_TOKENS is not set, and with IOC_WS_REFUSE_DEMO_TOKENS the push server "
+                "does not start with the demo tokens: set IOC_WS_TOKENS to your own, e.g. "
+                '\'{"<random viewer token>": "viewer:wall", "<random>": "operator:alice"}\''
+            )
+        page_set = "ws_page_token" in self.model_fields_set
+        demo = sorted(DEMO_TOKENS & set(self.ws_tokens))
+        if page_set and self.ws_page_token in DEMO_TOKENS:
+            demo.append(self.ws_page_token)
+        if demo:
+            raise ValueError(
+                f"the demo token(s) {demo} are published and refused here "
+                "(IOC_WS_REFUSE_DEMO_TOKENS): choose random tokens in IOC_WS_TOKENS "
+                "(and IOC_WS_PAGE_TOKEN)"
+            )
+        if not page_set:
+            self.ws_page_token = ""  # the demo's default page token: none in a deployment
+        elif self.ws_page_token not in self.ws_tokens:
+            raise ValueError("IOC_WS_PAGE_TOKEN must be one of the tokens of IOC_WS_TOKENS")
+        return self

@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
+from ingest.settings import IngestSettings
 from ioc import services
 from ioc.broker_guard import tansu_guard
 from ioc.commands import services as services_cmd
+from ioc.commands.ingest import provision_demo_key
 from ioc.component_output import ComponentOutput, LogFiles, PrefixedLines, StatusBoard, Tee
 from ioc.components import demo_components, metrics_urls, wall_display_url
 from ioc.observability import prometheus_component
@@ -47,6 +49,14 @@ def up(
     with console.status("starting services…") as spinner:
         started = services.up(settings, log=lambda msg: spinner.update(msg))
     services_cmd.show_status(settings)
+    # The demo's ingest key (the README names it): HTTP and MQTT senders need a key.
+    ingest = IngestSettings()
+    provision_demo_key(settings, ingest.ingest_demo_key)
+    console.print(
+        f"HTTP ingest: http://127.0.0.1:{ingest.ingest_http_port}/events with 'Authorization: "
+        f"Bearer {escape(ingest.ingest_demo_key)}' (key 'demo', IOC_INGEST_DEMO_KEY; "
+        "`ioc ingest keys` for others)"
+    )
     components = demo_components(settings)
     if with_prometheus:
         prometheus, message = prometheus_component(settings)

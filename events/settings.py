@@ -45,16 +45,18 @@ def _shown(value: Any) -> str:
 def describe(cls: type[BaseSettings], exc: ValidationError) -> str:
     """One line: every offending variable, what it held and what is wrong."""
     parts = []
+    named = False
     for error in exc.errors():
         loc = error.get("loc") or ()
         if not loc:  # a check of several settings together: its message names them
             parts.append(str(error.get("msg", "invalid")).removeprefix("Value error, "))
             continue
+        named = True
         name = env_name(cls, str(loc[0]))
         where = name + "".join(f"[{p}]" for p in loc[1:])
         held = "" if error.get("type") == "missing" else f"={_shown(error.get('input'))}"
         parts.append(f"{where}{held}: {error.get('msg', 'invalid')}")
-    return "bad setting " + "; ".join(parts)
+    return ("bad setting " if named else "bad settings: ") + "; ".join(parts)
 
 
 class IocSettings(BaseSettings):

@@ -18,6 +18,7 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from events.errors import ConfigurationError
 from ingest.settings import IngestSettings
 from ioc import observability as obs
 from ioc.components import demo_components
@@ -193,7 +194,7 @@ def test_the_deployment_accepts_no_demo_secret() -> None:
     named = WsSettings(ws_refuse_demo_tokens=True, ws_tokens=own, ws_page_token="v-8f3a91c2")
     assert named.ws_page_token == "v-8f3a91c2"
     for page in ("wall-viewer", "not-a-token"):
-        with pytest.raises(ValueError, match="IOC_WS_PAGE_TOKEN"):
+        with pytest.raises(ConfigurationError, match="IOC_WS_PAGE_TOKEN"):
             WsSettings(ws_refuse_demo_tokens=True, ws_tokens=own, ws_page_token=page)
     # the demo itself (no flag) keeps its tokens
     assert WsSettings().ws_page_token == "wall-viewer"

@@ -52,7 +52,7 @@ def test_a_check_of_several_settings_is_its_own_message(monkeypatch: pytest.Monk
     monkeypatch.setenv("IOC_WS_REFUSE_DEMO_TOKENS", "true")
     with pytest.raises(ConfigurationError) as info:
         WsSettings()
-    assert str(info.value).startswith("bad setting IOC_WS_TOKENS is not set, and with ")
+    assert str(info.value).startswith("bad settings: IOC_WS_TOKENS is not set, and with ")
 
 
 def test_every_offending_variable_is_named() -> None:

@@ -111,6 +111,13 @@ def simulate(
         help="auto (kafka-python up to 10k/s, aiokafka above), kafka-python (idempotent) "
         "or aiokafka (~5x cheaper per record; not idempotent on Tansu)",
     ),
+    via: str | None = typer.Option(
+        None, help="kafka (straight to the topics) or http (through the ingest gateway)"
+    ),
+    ingest_url: str | None = typer.Option(None, help="the gateway for --via http"),
+    ingest_key: str | None = typer.Option(
+        None, help="ingest key for --via http (default: IOC_SIM_INGEST_KEY, else the demo's)"
+    ),
     metrics_port: int | None = typer.Option(None, help="serve /healthz, /readyz and /metrics here"),
     live: bool | None = typer.Option(None, help="live progress line (default: on a terminal)"),
 ) -> None:
@@ -135,6 +142,9 @@ def simulate(
         "workers": workers,
         "idempotence": idempotence,
         "producer": producer,
+        "via": via,
+        "ingest_url": ingest_url,
+        "ingest_key": ingest_key,
         "metrics_port": metrics_port,
         "bootstrap_servers": bootstrap_servers,
     }

@@ -11,7 +11,7 @@ import math
 import os
 from datetime import datetime, timedelta
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from events.errors import ConfigurationError
@@ -19,7 +19,7 @@ from events.settings import IocSettings
 
 # What one publishing process sustains on a (shared) 2-core machine, events/s, with
 # headroom: generation + kafka-python ~12-14k, generation + aiokafka ~25k.
-PROCESS_CAPACITY = {"kafka-python": 12_000, "aiokafka": 22_000}
+PROCESS_CAPACITY = {"kafka-python": 12_000, "aiokafka": 22_000, "http": 5_000}
 AUTO_AIOKAFKA_ABOVE = 10_000
 
 
@@ -57,6 +57,16 @@ class SimulatorSettings(IocSettings):
     producer: str = Field(default="auto", pattern="^(auto|kafka-python|aiokafka)$")
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=256 * 1024, gt=0)
+    # The way in: straight to Kafka (the default), or through the ingest gateway over HTTP
+    # (batches to IOC_SIM_INGEST_URL with the ingest key IOC_SIM_INGEST_KEY as bearer).
+    via: str = Field(default="kafka", pattern="^(kafka|http)$")
+    ingest_url: str = "http://127.0.0.1:8081"
+    # The demo's key (`ioc up` creates it with the secret IOC_INGEST_DEMO_KEY) unless
+    # IOC_SIM_INGEST_KEY names another.
+    ingest_key: str = Field(
+        default="demo-ingest-key",
+        validation_alias=AliasChoices("IOC_SIM_INGEST_KEY", "IOC_INGEST_DEMO_KEY"),
+    )
     # Parallel publishing processes (0 = as many as the rate needs by PROCESS_CAPACITY,
     # at most one per core).
     workers: int = Field(default=0, ge=0, le=16)
@@ -67,6 +77,8 @@ class SimulatorSettings(IocSettings):
 
     @property
     def effective_producer(self) -> str:
+        if self.via != "kafka":
+            return self.via
         if self.producer != "auto":
             return self.producer
         return "kafka-python" if self.rate <= AUTO_AIOKAFKA_ABOVE else "aiokafka"
@@ -85,6 +97,10 @@ class SimulatorSettings(IocSettings):
             raise ConfigurationError(
                 f"late + out_of_order + duplicates + malformed = {total:.2f} > 1; lower them"
             )
+        if self.via != "kafka" and self.malformed:
+            # The gateways refuse broken bytes with a 4xx before Kafka; the malformed
+            # injection tests the consumers, so it goes straight to the topics.
+            raise ConfigurationError("--malformed needs --via kafka (gateways refuse it)")
         return self
 
 

@@ -112,11 +112,16 @@ def simulate(
         "or aiokafka (~5x cheaper per record; not idempotent on Tansu)",
     ),
     via: str | None = typer.Option(
-        None, help="kafka (straight to the topics) or http (through the ingest gateway)"
+        None,
+        help="kafka (straight to the topics), http (the ingest gateway) or mqtt (Mosquitto, "
+        "as the ingest key's device)",
     ),
     ingest_url: str | None = typer.Option(None, help="the gateway for --via http"),
     ingest_key: str | None = typer.Option(
         None, help="ingest key for --via http (default: IOC_SIM_INGEST_KEY, else the demo's)"
+    ),
+    ingest_key_name: str | None = typer.Option(
+        None, help="the key's name: its MQTT account for --via mqtt (default: demo)"
     ),
     metrics_port: int | None = typer.Option(None, help="serve /healthz, /readyz and /metrics here"),
     live: bool | None = typer.Option(None, help="live progress line (default: on a terminal)"),
@@ -145,6 +150,7 @@ def simulate(
         "via": via,
         "ingest_url": ingest_url,
         "ingest_key": ingest_key,
+        "ingest_key_name": ingest_key_name,
         "metrics_port": metrics_port,
         "bootstrap_servers": bootstrap_servers,
     }

@@ -108,6 +108,10 @@ class Publisher(Protocol):
 
 def create_publisher(settings: SimulatorSettings) -> Publisher:
     """The publisher ``settings.effective_producer`` names."""
+    if settings.effective_producer == "mqtt":
+        from simulators.publisher_mqtt import MqttPublisher
+
+        return MqttPublisher(settings)
     if settings.effective_producer == "http":
         from simulators.publisher_http import HttpPublisher
 

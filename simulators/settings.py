@@ -19,7 +19,7 @@ from events.settings import IocSettings
 
 # What one publishing process sustains on a (shared) 2-core machine, events/s, with
 # headroom: generation + kafka-python ~12-14k, generation + aiokafka ~25k.
-PROCESS_CAPACITY = {"kafka-python": 12_000, "aiokafka": 22_000, "http": 5_000}
+PROCESS_CAPACITY = {"kafka-python": 12_000, "aiokafka": 22_000, "http": 5_000, "mqtt": 5_000}
 AUTO_AIOKAFKA_ABOVE = 10_000
 
 
@@ -57,9 +57,10 @@ class SimulatorSettings(IocSettings):
     producer: str = Field(default="auto", pattern="^(auto|kafka-python|aiokafka)$")
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=256 * 1024, gt=0)
-    # The way in: straight to Kafka (the default), or through the ingest gateway over HTTP
-    # (batches to IOC_SIM_INGEST_URL with the ingest key IOC_SIM_INGEST_KEY as bearer).
-    via: str = Field(default="kafka", pattern="^(kafka|http)$")
+    # The way in: straight to Kafka (the default), through the ingest gateway over HTTP
+    # (batches to IOC_SIM_INGEST_URL with the ingest key IOC_SIM_INGEST_KEY as bearer), or
+    # over MQTT as the key's device account (IOC_SIM_INGEST_KEY_NAME, the same secret).
+    via: str = Field(default="kafka", pattern="^(kafka|http|mqtt)$")
     ingest_url: str = "http://127.0.0.1:8081"
     # The demo's key (`ioc up` creates it with the secret IOC_INGEST_DEMO_KEY) unless
     # IOC_SIM_INGEST_KEY names another.
@@ -67,6 +68,10 @@ class SimulatorSettings(IocSettings):
         default="demo-ingest-key",
         validation_alias=AliasChoices("IOC_SIM_INGEST_KEY", "IOC_INGEST_DEMO_KEY"),
     )
+    ingest_key_name: str = "demo"
+    # Mosquitto, from the shared variables every component receives.
+    mqtt_host: str = Field(default="127.0.0.1", validation_alias="IOC_MQTT_HOST")
+    mqtt_port: int = Field(default=1883, validation_alias="IOC_MQTT_PORT")
     # Parallel publishing processes (0 = as many as the rate needs by PROCESS_CAPACITY,
     # at most one per core).
     workers: int = Field(default=0, ge=0, le=16)

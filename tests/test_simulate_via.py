@@ -15,29 +15,38 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.catalogue import EVENT_TYPES
 from events.envelope import new_event
-from events.errors import ConfigurationError
+from events.errors import ConfigurationError, ServiceError
 from events.topics import DOMAINS, events_topic
 from ingest.service import serve
 from ingest.settings import IngestSettings
 from simulators.injection import to_record
 from simulators.publisher_http import HttpPublisher
+from simulators.publisher_mqtt import MqttPublisher
 from simulators.runner import run_worker
 from simulators.settings import SimulatorSettings
-from tests.ingest_keys import AIR_SECRET, ALL_SECRET, ensure_test_keys
+from tests.ingest_keys import AIR_SECRET, ALL_KEY, ALL_SECRET, MqttLogins, ensure_test_keys
 from tests.test_ingest import _free_port, _wait_healthy
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def http_gateway(bootstrap_servers: str, database_url: str) -> AsyncIterator[str]:
+async def http_gateway(
+    bootstrap_servers: str, database_url: str, mqtt_logins: MqttLogins
+) -> AsyncIterator[str]:
+    """The ingest gateway, HTTP and MQTT (with its own Mosquitto account)."""
     settings = IngestSettings(
         bootstrap_servers=bootstrap_servers,
         database_url=await ensure_test_keys(database_url),
         ingest_http_port=_free_port(),
+        mqtt_host=mqtt_logins.host,
+        mqtt_port=mqtt_logins.port,
+        mqtt_username=mqtt_logins.gateway[0],
+        mqtt_password=mqtt_logins.gateway[1],
+        ingest_mqtt_client_id=f"ioc-ingest-sim-{uuid.uuid4().hex[:6]}",
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, mqtt=False, stop=stop))
+    task = asyncio.create_task(serve(settings, stop=stop))
     url = f"http://127.0.0.1:{settings.ingest_http_port}"
     async with aiohttp.ClientSession() as http:
         await _wait_healthy(http, f"{url}/readyz")
@@ -77,6 +86,39 @@ async def test_the_simulator_publishes_through_the_gateway(
     after = await _event_topic_ends(bootstrap_servers)
     # Every acknowledged event is on its topic: the gateway answered 202 only after Kafka.
     assert sum(after[tp] - before.get(tp, 0) for tp in after) == progress.acked
+
+
+async def test_the_simulator_publishes_over_mqtt_as_a_keys_device(
+    bootstrap_servers: str, http_gateway: str, mqtt_logins: MqttLogins
+) -> None:
+    before = await _event_topic_ends(bootstrap_servers)
+    settings = SimulatorSettings(
+        via="mqtt",
+        ingest_key_name=ALL_KEY,
+        ingest_key=ALL_SECRET,
+        mqtt_host=mqtt_logins.host,
+        mqtt_port=mqtt_logins.port,
+        rate=300.0,
+        duration=2.0,
+        faults=False,
+    )
+    progress = await asyncio.to_thread(run_worker, settings)
+    assert progress.sent > 300 and progress.failed == 0 and progress.acked == progress.sent
+    # Mosquitto acknowledged them; the gateway forwards each to Kafka.
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 60
+    while True:
+        after = await _event_topic_ends(bootstrap_servers)
+        landed = sum(after[tp] - before.get(tp, 0) for tp in after)
+        if landed >= progress.acked:
+            break
+        assert loop.time() < end, (landed, progress.acked)
+        await asyncio.sleep(0.2)  # polling interval of the condition above
+    assert landed == progress.acked
+    # A wrong secret is refused at connect, with the reason.
+    wrong = settings.model_copy(update={"ingest_key": "not-the-secret"})
+    with pytest.raises(ServiceError, match="Mosquitto refused the login 'test-all'"):
+        MqttPublisher(wrong)
 
 
 def _air(station: str, time: datetime | None = None) -> dict[str, object]:

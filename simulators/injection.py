@@ -18,6 +18,7 @@ Pure: records go out as :class:`Record` tuples; the publisher does the I/O.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from events.catalogue import EVENT_TYPES, key_for
-from events.envelope import MAX_EVENT_BYTES, encode
+from events.envelope import MAX_EVENT_BYTES, encode, epoch_ms, latest_event_ms
 
 # Each kind names the decode failure reason it provokes.
 MALFORMED_KINDS: tuple[str, ...] = (
@@ -50,12 +51,33 @@ class Record(NamedTuple):
     # "ok", "late", "out_of_order", "duplicate" or "malformed:<kind>"
     kind: str
     domain: str
+    # The event time, the record's Kafka timestamp (CloudEvents Kafka binding); None lets
+    # the producer use its clock (malformed records, times no receiver would accept).
+    time_ms: int | None = None
+
+
+def record_time_ms(event: Mapping[str, Any], now_s: float | None = None) -> int | None:
+    """The Kafka timestamp of ``event``'s record: its event time, unless that is no valid
+    event time (then None). A time further ahead than receivers allow is None too: the
+    broker may refuse a timestamp that far ahead (Kafka 4: more than an hour, by default)
+    and with it the whole batch, while the event should reach the dead letters."""
+    ts = event.get("time")
+    if isinstance(ts, str):
+        try:
+            ts = datetime.fromisoformat(ts)
+        except ValueError:
+            return None
+    if not isinstance(ts, datetime) or ts.tzinfo is None:
+        return None
+    ms = epoch_ms(ts)
+    latest = latest_event_ms(time.time() if now_s is None else now_s)
+    return ms if 0 <= ms <= latest else None
 
 
 def to_record(event: Mapping[str, Any], kind: str = "ok") -> Record:
     """The record of a well-formed event: the type's topic, ``key_for`` key, encoded value."""
     et = EVENT_TYPES[event["type"]]
-    return Record(et.topic, key_for(event), encode(event), kind, et.domain)
+    return Record(et.topic, key_for(event), encode(event), kind, et.domain, record_time_ms(event))
 
 
 def _shift_time(event: Mapping[str, Any], seconds: float) -> dict[str, Any]:

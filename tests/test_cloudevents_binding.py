@@ -187,6 +187,7 @@ def test_the_raw_event_rows_hold_the_extensions_of_binary_and_structured_records
     plain = encode({**orjson.loads(structured.value), "id": "ce-3"})
     bare = {k: v for k, v in orjson.loads(plain).items() if k not in EXTRA}
     no_time, value = _binary(ce_time=None)
+    bad_range, range_value = _binary(value=b'{"station_id":"S","district":"HD","pm25":-1,"pm10":1}')
 
     class Record(Rec):  # the sinks also need the origin of each record
         topic = "ioc.events.air"
@@ -198,13 +199,17 @@ def test_the_raw_event_rows_hold_the_extensions_of_binary_and_structured_records
             Record(1, structured.value, b"k", tuple(structured.headers.items())),
             Record(2, encode(bare), b"k"),
             Record(3, value, b"k", tuple(no_time)),
+            Record(4, range_value, b"k", tuple(bad_range)),
         ],
         rows.event_row,
         "test",
         max_future_skew_s=10**9,
     )
-    assert [d.reason for d in batch.dead] == ["missing_attribute"]
+    assert [d.reason for d in batch.dead] == ["missing_attribute", "out_of_range"]
     assert "ce_time" in batch.dead[0].detail
+    # converted, then refused: the structured form, headers' attributes and all
+    assert batch.dead[0].value == value
+    assert orjson.loads(batch.dead[1].value)["traceparent"] == EXTRA["traceparent"]
     assert len(batch.rows) == 3
     assert [r[3] for r in batch.rows] == ["ce-1", "ce-2", "ce-3"]
     assert orjson.loads(batch.rows[0][6]) == EXTRA

@@ -22,6 +22,7 @@ from events.binding import (
 from events.envelope import decode, encode
 from events.errors import InvalidEventError
 from ingest.gateway import parse_binary, parse_request
+from simulators.injection import Injector, record_time_ms, to_record
 from storage import rows
 from streams.aggregator import EngineConfig, PartitionAggregator
 from streams.kpis import KpiIndex
@@ -215,3 +216,18 @@ def test_the_raw_event_rows_hold_the_extensions_of_binary_and_structured_records
     assert orjson.loads(batch.rows[0][6]) == EXTRA
     assert orjson.loads(batch.rows[1][6]) == EXTRA
     assert batch.rows[2][6] is None  # no extensions: NULL
+
+
+def test_simulator_records_carry_the_event_time_unless_no_receiver_would_take_it() -> None:
+    event = {**orjson.loads(kafka.to_structured(sdk_event(), JSONFormat()).value)}
+    now_s = WHEN_MS / 1000
+    assert record_time_ms(event, now_s) == WHEN_MS
+    assert record_time_ms({**event, "time": WHEN}, now_s) == WHEN_MS
+    # beyond the allowed skew (300 s), not a time, no offset: the producer's clock
+    assert record_time_ms(event, now_s - 301) is None
+    assert record_time_ms({**event, "time": "yesterday at noon"}, now_s) is None
+    assert record_time_ms({**event, "time": "2026-11-22T08:00:00"}, now_s) is None
+    assert to_record(event).time_ms == WHEN_MS  # (against the wall clock: in the past)
+    broken = Injector(seed=1, malformed=1.0).records([event] * 20)
+    assert {r.kind.split(":")[0] for r in broken} == {"malformed"}
+    assert {r.time_ms for r in broken} == {None}

@@ -155,6 +155,18 @@ def test_broken_binary_records_fail_with_a_reason_naming_the_problem(
     assert named in caught.value.detail
 
 
+def test_binary_records_without_content_type_are_json_and_repeated_headers_must_agree() -> None:
+    message = kafka.to_binary(sdk_event(), JSONFormat())
+    headers = [(k, v) for k, v in message.headers.items() if k != "content-type"]
+    assert decode(structured_from_kafka(headers, message.value)).data == DATA
+    same = [*headers, ("ce_id", b"ce-1")]
+    assert decode(structured_from_kafka(same, message.value)).id == "ce-1"
+    with pytest.raises(InvalidEventError) as caught:
+        structured_from_kafka([*headers, ("ce_id", b"ce-2")], message.value)
+    assert caught.value.reason == "bad_attribute"
+    assert "ce_id" in caught.value.detail
+
+
 def test_the_streams_aggregator_folds_binary_records_and_dead_letters_broken_ones() -> None:
     agg = PartitionAggregator("ioc.events.air", 0, KpiIndex.from_catalogue(), EngineConfig())
     binary = kafka.to_binary(sdk_event(), JSONFormat())

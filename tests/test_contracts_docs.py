@@ -342,7 +342,19 @@ def test_event_messages_declare_the_cloudevents_headers_and_records_none() -> No
         else:
             assert "headers" not in message, name
     # That our producers set the header and the timestamp is checked on the broker:
-    # tests/test_cloudevents_kafka.py (gateway) and tests/test_simulators_headers.py.
+    # tests/test_cloudevents_kafka.py (gateway) and tests/test_simulators_broker.py. Only
+    # the producers of events send headers at all:
+    sources = [p for pkg in ("events", "ingest", "streams", "storage", "ws", "simulators", "chaos")
+               for p in (ROOT / pkg).rglob("*.py")]  # fmt: skip
+    sends = re.compile(r"\.send(?:_and_wait|_batch)?\((?:[^()]|\([^()]*\))*headers\s*=")
+    with_headers = {str(p.relative_to(ROOT)) for p in sources if sends.search(p.read_text())}
+    assert "ingest/publisher.py" in with_headers
+    assert with_headers <= {
+        "chaos/traffic.py",
+        "ingest/publisher.py",
+        "simulators/publisher.py",
+        "simulators/publisher_aiokafka.py",
+    }
 
 
 def test_the_payloads_are_the_schemas_embedded_with_the_2020_12_format() -> None:

@@ -124,7 +124,8 @@ def render_events() -> str:
         "# Event catalogue",
         "",
         f"Events of the operations center of {PROVINCE_NAME_VI} ({PROVINCE_NAME_EN}). "
-        "Every event is a CloudEvent 1.0 in structured JSON mode on the topic "
+        "Every event is a CloudEvent 1.0 in structured JSON mode (binary mode is accepted "
+        "too, see *Kafka protocol binding*) on the topic "
         "`ioc.events.<domain>`, keyed by its source id (the type's key field). "
         "Declared in `events/event_types.py` and `events/event_types_systems.py`; validated by "
         "`events.envelope.decode`.",
@@ -135,7 +136,9 @@ def render_events() -> str:
         "(RFC 3339 with offset; the event time the windows use) and `data` (a JSON object "
         "that always has `district`). `datacontenttype`, when present, must be "
         "`application/json`, in any case and with parameters "
-        f"(`application/json; charset=utf-8`). At most {MAX_EVENT_BYTES} bytes. Every "
+        "(`application/json; charset=utf-8`); the gateways publish it as `application/json` "
+        "(the data of a structured event is part of a JSON document, which is UTF-8). "
+        f"At most {MAX_EVENT_BYTES} bytes. Every "
         "other attribute (the optional `subject` and `dataschema`, extensions such as "
         "`traceparent`, `tracestate`, `partitionkey`) is allowed, not checked, and kept: "
         "the ingest gateways publish it, and the raw-event sink stores it with the event "

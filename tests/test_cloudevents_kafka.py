@@ -1,7 +1,8 @@
 """CloudEvents bindings against the real broker and TimescaleDB, with the official SDK
 (``cloudevents`` on PyPI) as the client: HTTP binary and structured requests to the
-gateway, Kafka binary and structured records read by the stream worker's stage 1 and
-stored by the raw-event sink, every attribute kept."""
+gateway, Kafka binary and structured records read by the stream worker (its stage 1 on
+consumed records, and the whole worker process: the same KPIs as from structured records)
+and stored by the raw-event sink, every attribute kept."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +26,7 @@ from cloudevents.core.v1.event import CloudEvent
 from prometheus_client import CollectorRegistry
 
 from events import topics
+from events.binding import STRUCTURED_HEADERS
 from events.envelope import epoch_ms
 from events.records import DeadLetter
 from ingest.settings import IngestSettings
@@ -34,7 +37,15 @@ from storage.sink import Sink
 from streams.aggregator import EngineConfig, PartitionAggregator
 from streams.kpis import KpiIndex
 from tests.db_helpers import migrated
-from tests.test_ingest import _find, gateway  # noqa: F401 (the gateway fixture)
+from tests.test_ingest import gateway  # noqa: F401 (the fixture)
+from tests.test_streams_integration import (
+    Topics,
+    Workers,
+    _create,
+    assert_known_finals,
+    known_air_events,
+    workers_factory,  # noqa: F401 (the fixture)
+)
 
 pytestmark = pytest.mark.integration
 
@@ -215,10 +226,10 @@ async def test_sdk_kafka_binary_and_structured_are_folded_and_stored_with_extens
         await asyncio.wait_for(runner, 30)
 
 
-async def _dead_letters(bootstrap: str, source_topic: str, want: int) -> list[DeadLetter]:
-    consumer = AIOKafkaConsumer(
-        topics.DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-    )
+async def _dead_letters(
+    bootstrap: str, source_topic: str, want: int, topic: str = topics.DEADLETTER
+) -> list[DeadLetter]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     found: list[DeadLetter] = []
     try:
@@ -232,3 +243,46 @@ async def _dead_letters(bootstrap: str, source_topic: str, want: int) -> list[De
     finally:
         await consumer.stop()
     return found
+
+
+@pytest.mark.parametrize("engine", ["aiokafka", "faust"])
+async def test_the_stream_worker_gives_exact_kpis_from_binary_records_too(
+    bootstrap_servers: str,
+    workers_factory: list[Workers],  # noqa: F811
+    tmp_path: Path,
+    engine: str,
+) -> None:
+    """The known events of tests/test_streams_integration.py, every other one re-written
+    by the SDK in binary mode: the final windows are exactly those of all the events, and
+    a binary record without its ce_type header is a dead letter saying so."""
+    t = Topics()
+    await _create(bootstrap_servers, t, ("ce",))
+    workers = Workers({**t.env(bootstrap_servers, "ce"), "IOC_STREAMS_ENGINE": engine}, tmp_path)
+    workers_factory.append(workers)
+    workers.start()
+    values, expected = known_air_events()
+    fmt = JSONFormat()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        futures = []
+        broken: kafka.KafkaMessage | None = None
+        for i, (partition, raw) in enumerate(values):
+            message = kafka.KafkaMessage(headers=dict(STRUCTURED_HEADERS), key=None, value=raw)
+            if i % 2:
+                message = kafka.to_binary(kafka.from_structured(message, fmt), fmt)
+                broken = broken or message
+            headers = list(message.headers.items())
+            futures.append(
+                await producer.send(t.air, message.value, partition=partition, headers=headers)
+            )
+        assert broken is not None
+        no_type = [(k, v) for k, v in broken.headers.items() if k != "ce_type"]
+        futures.append(await producer.send(t.air, broken.value, partition=0, headers=no_type))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    await assert_known_finals(bootstrap_servers, t.kpi("ce"), expected, 90)
+    letters = await _dead_letters(bootstrap_servers, t.air, 1, t.dead)  # the test's own
+    assert [d.reason for d in letters] == ["missing_attribute"]
+    assert "ce_type" in letters[0].detail

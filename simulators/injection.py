@@ -74,7 +74,7 @@ def record_time_ms(event: Mapping[str, Any], now_s: float | None = None) -> int 
     return ms if 0 <= ms <= latest else None
 
 
-def to_record(event: Mapping[str, Any], kind: str = "ok") -> Record:
+def to_record(event: Mapping[str, Any], kind: str = "ok", now_s: float | None = None) -> Record:
     """The record of a well-formed event: the type's topic, ``key_for`` key, encoded value."""
     et = EVENT_TYPES[event["type"]]
     return Record(et.topic, key_for(event), encode(event), kind, et.domain, record_time_ms(event))
@@ -146,15 +146,16 @@ class Injector:
 
     def records(self, events: Iterable[Mapping[str, Any]]) -> list[Record]:
         """Records for ``events``, with injections applied."""
+        now = time.time()  # one clock read per batch for the timestamps' bound
         if not self.active:
-            return [to_record(e) for e in events]
+            return [to_record(e, now_s=now) for e in events]
         rng = self._rng
         t_malformed, t_late, t_ooo, t_dup = self._thresholds
         out: list[Record] = []
         for event in events:
             u = rng.random()
             if u >= t_dup:
-                out.append(to_record(event))
+                out.append(to_record(event, now_s=now))
             elif u < t_malformed:
                 kind = MALFORMED_KINDS[rng.randrange(len(MALFORMED_KINDS))]
                 et = EVENT_TYPES[event["type"]]
@@ -169,12 +170,13 @@ class Injector:
                 )
             elif u < t_late:
                 jitter = 1.0 + rng.uniform(-0.2, 0.2)
-                out.append(to_record(_shift_time(event, self.late_by_s * jitter), "late"))
+                late = _shift_time(event, self.late_by_s * jitter)
+                out.append(to_record(late, "late", now))
             elif u < t_ooo:
                 shifted = _shift_time(event, rng.uniform(1.0, 30.0))
-                out.append(to_record(shifted, "out_of_order"))
+                out.append(to_record(shifted, "out_of_order", now))
             else:
-                record = to_record(event)
+                record = to_record(event, now_s=now)
                 out.append(record)
                 out.append(record._replace(kind="duplicate"))
         return out

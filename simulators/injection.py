@@ -77,7 +77,8 @@ def record_time_ms(event: Mapping[str, Any], now_s: float | None = None) -> int 
 def to_record(event: Mapping[str, Any], kind: str = "ok", now_s: float | None = None) -> Record:
     """The record of a well-formed event: the type's topic, ``key_for`` key, encoded value."""
     et = EVENT_TYPES[event["type"]]
-    return Record(et.topic, key_for(event), encode(event), kind, et.domain, record_time_ms(event))
+    time_ms = record_time_ms(event, now_s)
+    return Record(et.topic, key_for(event), encode(event), kind, et.domain, time_ms)
 
 
 def _shift_time(event: Mapping[str, Any], seconds: float) -> dict[str, Any]:

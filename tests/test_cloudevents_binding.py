@@ -243,6 +243,7 @@ def test_simulator_records_carry_the_event_time_unless_no_receiver_would_take_it
     assert record_time_ms({**event, "time": "yesterday at noon"}, now_s) is None
     assert record_time_ms({**event, "time": "2026-11-22T08:00:00"}, now_s) is None
     assert to_record(event).time_ms == WHEN_MS  # (against the wall clock: in the past)
+    assert to_record(event, now_s=now_s - 301).time_ms is None
     broken = Injector(seed=1, malformed=1.0).records([event] * 20)
     assert {r.kind.split(":")[0] for r in broken} == {"malformed"}
     assert {r.time_ms for r in broken} == {None}

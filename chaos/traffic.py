@@ -23,7 +23,8 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from chaos.ledger import Ledger, Planned
-from events.envelope import encode, new_event
+from events.binding import STRUCTURED_HEADERS
+from events.envelope import encode, epoch_ms, new_event
 from events.topics import events_topic
 
 log = structlog.get_logger("chaos.traffic")
@@ -113,9 +114,13 @@ class KafkaWay(Way):
         await self._producer.stop()
 
     async def send_raw(self, station: str, raw: bytes) -> int | bool:
-        # keyed by the station, as every producer of the contract does (key_for)
+        # keyed by the station, as every producer of the contract does (key_for), with the
+        # structured-mode header of our producers (the bytes may be broken on purpose, so
+        # the broker's clock is the timestamp)
         try:
-            await self._producer.send_and_wait(events_topic("air"), raw, key=station.encode())
+            await self._producer.send_and_wait(
+                events_topic("air"), raw, key=station.encode(), headers=list(STRUCTURED_HEADERS)
+            )
         except Exception as exc:
             log.warning("kafka send failed", error=repr(exc))
             return False
@@ -301,7 +306,14 @@ class Ticker:
                     )
                 )
                 with contextlib.suppress(Exception):
-                    await self._producer.send(topic, raw, key=station.encode(), partition=p)
+                    await self._producer.send(
+                        topic,
+                        raw,
+                        key=station.encode(),
+                        partition=p,
+                        headers=list(STRUCTURED_HEADERS),
+                        timestamp_ms=epoch_ms(when),
+                    )
             await asyncio.sleep(1.0)
 
     async def stop(self) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from events.catalogue import EVENT_TYPES, EventType, FieldSpec
-from events.envelope import CONTENT_TYPE, SPECVERSION
+from events.envelope import CONTENT_TYPE, DATACONTENTTYPE_PATTERN, SPECVERSION
 from events.geography import DISTRICT_CODES
 from events.records import (
     SCHEMA_ID_PREFIX,
@@ -160,7 +160,11 @@ def envelope_schema() -> Schema:
                 "event time (when it happened, not when it was sent); the windows use it"
             ),
             # CloudEvents' JSON format lets an optional attribute be null (= absent).
-            "datacontenttype": {"enum": [CONTENT_TYPE, None]},
+            # application/json, with parameters (`; charset=utf-8`) as SDKs write it.
+            "datacontenttype": {
+                "anyOf": [{"type": "string", "pattern": DATACONTENTTYPE_PATTERN}, {"type": "null"}],
+                "description": f"{CONTENT_TYPE}, optionally with parameters",
+            },
             "data": {"type": "object"},
         },
         "allOf": [

@@ -34,7 +34,8 @@ _REASONS = (
     ("not_an_object", "JSON, but not an object"),
     ("missing_attribute", "`specversion`, `id`, `source`, `type`, `time` or `data` absent"),
     ("bad_attribute", "an attribute is not a non-empty string, `data` not an object, "
-     "or `datacontenttype` not `application/json`"),
+     "`datacontenttype` not `application/json` (parameters allowed), or a binary-mode "
+     "header without a value, not UTF-8, repeated with another value or named `ce_data`"),
     ("unsupported_specversion", '`specversion` is not `"1.0"`'),
     ("unknown_type", "`type` is not in this catalogue"),
     ("bad_time", "`time` (or a payload time) is not RFC 3339 (`T` and `Z` upper case) with "
@@ -123,7 +124,8 @@ def render_events() -> str:
         "# Event catalogue",
         "",
         f"Events of the operations center of {PROVINCE_NAME_VI} ({PROVINCE_NAME_EN}). "
-        "Every event is a CloudEvent 1.0 in structured JSON mode on the topic "
+        "Every event is a CloudEvent 1.0 in structured JSON mode (binary mode is accepted "
+        "too, see *Kafka protocol binding*) on the topic "
         "`ioc.events.<domain>`, keyed by its source id (the type's key field). "
         "Declared in `events/event_types.py` and `events/event_types_systems.py`; validated by "
         "`events.envelope.decode`.",
@@ -133,9 +135,33 @@ def render_events() -> str:
         'Required attributes: `specversion` (`"1.0"`), `id`, `source`, `type`, `time` '
         "(RFC 3339 with offset; the event time the windows use) and `data` (a JSON object "
         "that always has `district`). `datacontenttype`, when present, must be "
-        f"`application/json`. At most {MAX_EVENT_BYTES} bytes. Extension attributes are "
-        "ignored; undeclared payload fields are kept unchecked. JSON `null` is not a "
-        "value: leave optional fields out instead.",
+        "`application/json`, in any case and with parameters "
+        "(`application/json; charset=utf-8`); the gateways publish it as `application/json` "
+        "(the data of a structured event is part of a JSON document, which is UTF-8). "
+        f"At most {MAX_EVENT_BYTES} bytes. Every "
+        "other attribute (the optional `subject` and `dataschema`, extensions such as "
+        "`traceparent`, `tracestate`, `partitionkey`) is allowed, not checked, and kept: "
+        "the ingest gateways publish it, and the raw-event sink stores it with the event "
+        "(column `extensions` of `events`, a JSON object; NULL when there is none). "
+        "Undeclared payload fields are kept unchecked. JSON `null` is not a value: leave "
+        "optional fields out instead.",
+        "",
+        "## Kafka protocol binding",
+        "",
+        "Our producers (the ingest gateways, the simulators) write structured mode: the "
+        "whole CloudEvent as the record value, the header "
+        "`content-type: application/cloudevents+json`, and the event `time` as the record "
+        "timestamp (the simulators leave the timestamp to the producer for an event they "
+        "make invalid on purpose, or one further ahead than receivers accept). Other "
+        "producers may also write binary mode: a record with a `ce_specversion` header "
+        "carries the attributes as `ce_<attribute>` headers (UTF-8), `datacontenttype` as "
+        "`content-type` (JSON only; absent means JSON) and `data` as the value. The stream "
+        "workers and the raw-event sink turn such a record into the structured form once "
+        "and then treat it as any other; a broken one (a required `ce_` header missing, "
+        "data that is not JSON) goes to `ioc.deadletter` with the reason below, its value "
+        "being the structured form when the record could be converted and the original "
+        "value otherwise. The HTTP gateway takes binary mode too "
+        "([ingest.md](ingest.md)).",
         "",
         "## Rejection reasons",
         "",

@@ -12,7 +12,8 @@ undecodable            not JSON (or not UTF-8)
 not_an_object          JSON, but not an object
 missing_attribute      a required CloudEvents attribute (or ``data``) is absent
 bad_attribute          an attribute has the wrong type, is empty, or ``datacontenttype``
-                       is not ``application/json``
+                       is not ``application/json`` (parameters such as
+                       ``; charset=utf-8`` allowed)
 unsupported_specversion ``specversion`` is not ``"1.0"``
 unknown_type           ``type`` is not in the catalogue
 bad_time               ``time`` (or a payload time) is not RFC 3339 with an offset
@@ -27,16 +28,20 @@ bad_value              a string not among the allowed values (enum, district cod
                        empty/too long
 ====================== ==================================================================
 
-CloudEvents extension attributes are allowed and ignored. Undeclared payload fields are
-kept (forward compatibility).
+Every other attribute (the optional ``subject`` and ``dataschema``, extensions such as
+``traceparent``, ``tracestate``, ``partitionkey``) is allowed, not checked, and kept in
+:attr:`Event.extensions`: re-encoding an event loses nothing of it. Undeclared payload
+fields are kept (forward compatibility).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -47,6 +52,20 @@ from events.validation import PAYLOAD_VALIDATORS, parse_time
 MAX_EVENT_BYTES = 64 * 1024
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
+# ``datacontenttype`` values accepted: application/json, media type in any case, with
+# parameters (``application/json; charset=utf-8``, as the CloudEvents SDKs and HTTP
+# clients write it). An ECMA-262 pattern, so that the JSON Schemas state the same rule.
+DATACONTENTTYPE_PATTERN = (
+    "^"
+    + "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in CONTENT_TYPE)
+    + "[ \\t]*(;.*)?$"
+)
+# fullmatch: Python's "$" also matches before a final newline, ECMA-262's does not.
+_json_media = re.compile(DATACONTENTTYPE_PATTERN).fullmatch
+# The attributes an Event has fields for; every other one is an "extension" here.
+CORE_ATTRIBUTES = frozenset(
+    ("specversion", "id", "source", "type", "time", "datacontenttype", "data")
+)
 # How far an event's time may lie ahead of the receiver's clock (IOC_MAX_FUTURE_SKEW_S):
 # a sensor whose clock runs ahead by more is rejected with ``future_time``, because one
 # such event would otherwise move its partition's event-time front into the future.
@@ -80,6 +99,10 @@ def epoch_ms(ts: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+# Shared by every event without extensions: read-only, so no event can change another's.
+_NO_EXTENSIONS: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A validated CloudEvent: the attributes the pipeline needs plus the payload."""
@@ -91,18 +114,24 @@ class Event:
     time_ms: int  # epoch milliseconds of ``time``; the windows use it
     district: str  # data["district"]
     data: dict[str, Any]  # the validated payload
+    # Every attribute not above (subject, dataschema, traceparent, partitionkey, …), as
+    # received: they travel on with the event and are stored with the raw event.
+    extensions: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTENSIONS)
 
     def to_dict(self) -> dict[str, Any]:
-        """The CloudEvent as a JSON-ready dict (structured mode)."""
-        return {
+        """The CloudEvent as a JSON-ready dict (structured mode), extensions included."""
+        d: dict[str, Any] = {
             "specversion": SPECVERSION,
             "id": self.id,
             "source": self.source,
             "type": self.type,
             "time": rfc3339(self.time),
             "datacontenttype": CONTENT_TYPE,
-            "data": self.data,
         }
+        if self.extensions:
+            d.update(self.extensions)
+        d["data"] = self.data
+        return d
 
     @property
     def domain(self) -> str:
@@ -111,9 +140,18 @@ class Event:
 
 
 _new_object = object.__new__
-_set_id, _set_source, _set_type, _set_time, _set_time_ms, _set_district, _set_data = (
+(
+    _set_id,
+    _set_source,
+    _set_type,
+    _set_time,
+    _set_time_ms,
+    _set_district,
+    _set_data,
+    _set_extensions,
+) = (
     Event.__dict__[name].__set__
-    for name in ("id", "source", "type", "time", "time_ms", "district", "data")
+    for name in ("id", "source", "type", "time", "time_ms", "district", "data", "extensions")
 )
 
 
@@ -209,7 +247,11 @@ def validate(obj: Mapping[str, Any], latest_ms: int | None = None) -> Event:
         raise InvalidEventError("unknown_type", f"no event type {type_name!r}")
     ts = parse_time(time_text, "time")  # type: ignore[arg-type]
     content_type = obj.get("datacontenttype")
-    if content_type is not None and content_type != CONTENT_TYPE:
+    if (
+        content_type is not None
+        and content_type != CONTENT_TYPE
+        and (type(content_type) is not str or _json_media(content_type) is None)
+    ):
         raise InvalidEventError("bad_attribute", f"datacontenttype {content_type!r}")
     data = obj.get("data")
     if type(data) is not dict:
@@ -239,11 +281,19 @@ def validate(obj: Mapping[str, Any], latest_ms: int | None = None) -> Event:
     _set_time_ms(event, time_ms)
     _set_district(event, data["district"])
     _set_data(event, data)
+    # Only the key count on the common path: an event with no other attributes has six
+    # keys, seven with datacontenttype.
+    if len(obj) > (7 if "datacontenttype" in obj else 6):
+        _set_extensions(event, {k: v for k, v in obj.items() if k not in CORE_ATTRIBUTES})
+    else:
+        _set_extensions(event, _NO_EXTENSIONS)
     return event
 
 
 __all__ = [
     "CONTENT_TYPE",
+    "CORE_ATTRIBUTES",
+    "DATACONTENTTYPE_PATTERN",
     "DEFAULT_MAX_FUTURE_SKEW_S",
     "MAX_EVENT_BYTES",
     "MAX_EVENT_TIME",

@@ -6,16 +6,19 @@ same reason whichever way it arrives.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
 
+from events.binding import structured_from_http
 from events.catalogue import event_type, key_for
 from events.envelope import MAX_EVENT_BYTES, Event, encode, validate
 from events.errors import InvalidEventError, describe_exception
 from ingest.keys import IngestKey
 
-# Content types of CloudEvents' HTTP binding, structured and batched mode.
+# Content types of CloudEvents' HTTP binding, structured and batched mode (binary mode is
+# told by its ce-specversion header, whatever the content type).
 STRUCTURED = ("application/cloudevents+json", "application/json")
 BATCH = "application/cloudevents-batch+json"
 
@@ -28,6 +31,7 @@ class KafkaRecord:
     key: bytes
     value: bytes
     event_id: str
+    time_ms: int  # the event time: the record's Kafka timestamp
     # what a key's scope is checked against (ingest.keys)
     type: str = ""
     source: str = ""
@@ -57,11 +61,13 @@ def to_record(event: Event) -> KafkaRecord:
     return KafkaRecord(
         topic=event_type(event.type).topic,
         key=key_for(event),
-        # Re-encode the validated event: downstream gets the canonical form.
+        # Re-encode the validated event: downstream gets the canonical form (with every
+        # extension attribute of the event).
         value=encode(event),
         event_id=event.id,
         type=event.type,
         source=event.source,
+        time_ms=event.time_ms,
     )
 
 
@@ -111,3 +117,15 @@ def out_of_scope(key: IngestKey, records: list[KafkaRecord]) -> list[Rejection]:
         if why is not None:
             refused.append(Rejection(index, *why))
     return refused
+
+
+def parse_binary(
+    headers: Iterable[tuple[str, str]], body: bytes, latest_ms: int | None = None
+) -> list[KafkaRecord]:
+    """The record of an HTTP binary-mode request (``ce-*`` headers, ``data`` as the body).
+
+    Raises :class:`InvalidEventError` when the request cannot be an event (a required
+    ``ce-`` header missing, a body that is not JSON) and :class:`RejectedRequest` when the
+    event it makes is invalid, as :func:`parse_request` does.
+    """
+    return parse_request(structured_from_http(headers, body), STRUCTURED[0], 1, latest_ms)

@@ -1,7 +1,9 @@
-"""HTTP gateway: CloudEvents over HTTP (structured and batch mode) into Kafka.
+"""HTTP gateway: CloudEvents over HTTP (structured, batch and binary mode) into Kafka.
 
     POST /events          one CloudEvent (application/cloudevents+json or application/json)
-                          or a JSON array (application/cloudevents-batch+json)
+                          or a JSON array (application/cloudevents-batch+json), or in
+                          binary mode one event's attributes as ce-* headers and its data
+                          as the body (Content-Type application/json, parameters allowed)
     GET  /healthz         200: alive (events.health)
     GET  /readyz          200 when the Kafka producer reaches a broker, else 503
     GET  /metrics         Prometheus
@@ -24,6 +26,7 @@ body; 415 for another content type; 503 when Kafka cannot take the events (the c
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -31,10 +34,18 @@ import structlog
 from aiohttp import web
 
 from events import health
+from events.binding import HTTP_SPECVERSION
 from events.contracts import INDEX, all_schemas, dumps
-from events.envelope import latest_event_ms
+from events.envelope import DATACONTENTTYPE_PATTERN, latest_event_ms
 from events.errors import InvalidEventError
-from ingest.gateway import BATCH, STRUCTURED, RejectedRequest, out_of_scope, parse_request
+from ingest.gateway import (
+    BATCH,
+    STRUCTURED,
+    RejectedRequest,
+    out_of_scope,
+    parse_binary,
+    parse_request,
+)
 from ingest.keys import IngestKey, bearer_secret
 from ingest.keystore import KeyCache, KeysUnavailable
 from ingest.metrics import IngestMetrics
@@ -43,6 +54,7 @@ from ingest.publisher import Backpressure, KafkaPublisher
 from ingest.settings import IngestSettings
 
 log = structlog.get_logger("ingest.http")
+_json_media = re.compile(DATACONTENTTYPE_PATTERN).fullmatch
 
 PUBLISHER: web.AppKey[KafkaPublisher] = web.AppKey("publisher", KafkaPublisher)
 METRICS: web.AppKey[IngestMetrics] = web.AppKey("metrics", IngestMetrics)
@@ -108,7 +120,15 @@ async def post_events(request: web.Request) -> web.Response:
         return _busy(request, "the producer's in-flight bound is reached")
     content_type = request.headers.get("Content-Type", "application/json")
     media = content_type.split(";", 1)[0].strip().lower()
-    if media not in (*STRUCTURED, BATCH):
+    # Binary mode (CloudEvents HTTP binding): a ce-specversion header; the content type
+    # is then the data's, and our events' data is JSON.
+    binary = HTTP_SPECVERSION in request.headers
+    if binary and _json_media(content_type) is None:
+        metrics.rejected.labels("http", "unsupported_media_type").inc()
+        return _error(
+            415, "unsupported_media_type", f"{content_type!r}; binary mode takes JSON data"
+        )
+    if not binary and media not in (*STRUCTURED, BATCH):
         metrics.rejected.labels("http", "unsupported_media_type").inc()
         return _error(415, "unsupported_media_type", f"{media!r}; send {STRUCTURED[0]} or {BATCH}")
     if (request.content_length or 0) > settings.ingest_max_body_bytes:
@@ -120,7 +140,10 @@ async def post_events(request: web.Request) -> web.Response:
         return _error(413, "oversize", f"body larger than {settings.ingest_max_body_bytes} bytes")
     try:
         latest = latest_event_ms(time.time(), settings.max_future_skew_s)
-        records = parse_request(body, content_type, settings.ingest_max_batch, latest)
+        if binary:
+            records = parse_binary(request.headers.items(), body, latest)
+        else:
+            records = parse_request(body, content_type, settings.ingest_max_batch, latest)
     except InvalidEventError as exc:
         metrics.rejected.labels("http", exc.reason).inc()
         return _error(400, exc.reason, exc.detail)

@@ -50,7 +50,7 @@ _EVENT = {"$ref": "#/components/schemas/CloudEvent"}
 OPERATIONS: dict[tuple[str, str], Document] = {
     ("POST", "/events"): {
         "operationId": "postEvents",
-        "summary": "Publish CloudEvents (structured or batch mode) to their domain topics",
+        "summary": "Publish CloudEvents (structured, batch or binary mode) to their domain topics",
         "security": [{"ingestKey": []}],
         "description": "Needs an ingest key (`ioc ingest keys add`), which may publish only "
         "the event types and sources it was created for. "
@@ -58,12 +58,33 @@ OPERATIONS: dict[tuple[str, str], Document] = {
         f"and at most {MAX_EVENT_BYTES} bytes with a time at most IOC_MAX_FUTURE_SKEW_S "
         "(300 s) ahead of the gateway's clock. All or nothing: one invalid event refuses "
         "the request. A batch holds at most IOC_INGEST_MAX_BATCH (5000) events, a body "
-        "at most IOC_INGEST_MAX_BODY_BYTES (4 MiB).",
+        "at most IOC_INGEST_MAX_BODY_BYTES (4 MiB). Binary mode (CloudEvents HTTP "
+        "binding): a `ce-specversion` header, the other attributes as `ce-<attribute>` "
+        "headers (percent-encoded; extensions too), the data as the body and its type as "
+        "Content-Type (application/json, parameters allowed; else 415).",
+        "parameters": [
+            {
+                "name": f"ce-{name}",
+                "in": "header",
+                "required": False,
+                "description": f"binary mode: the `{name}` attribute"
+                + (" (its presence selects binary mode)" if name == "specversion" else ""),
+                "schema": {"type": "string"},
+            }
+            for name in ("specversion", "id", "source", "type", "time")
+        ],
         "requestBody": {
             "required": True,
             "content": {
                 "application/cloudevents+json": {"schema": _EVENT},
-                "application/json": {"schema": _EVENT},
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            _EVENT,
+                            {"type": "object", "description": "binary mode: the event's data"},
+                        ]
+                    }
+                },
                 "application/cloudevents-batch+json": {
                     "schema": {"type": "array", "items": _EVENT}
                 },
@@ -103,7 +124,10 @@ OPERATIONS: dict[tuple[str, str], Document] = {
                 "each named by index; nothing was published",
             ),
             "413": _error("body too large (`oversize`)"),
-            "415": _error("another content type (`unsupported_media_type`)"),
+            "415": _error(
+                "another content type, or in binary mode data that is not JSON "
+                "(`unsupported_media_type`)"
+            ),
             "429": {
                 **_error(
                     "the gateway holds IOC_INGEST_MAX_INFLIGHT_BYTES of events the broker has "

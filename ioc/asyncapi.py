@@ -13,7 +13,10 @@ they equal, so the document needs no resolver. They are JSON Schema 2020-12, whi
 AsyncAPI 3.0 has no format name for: they carry ``schemaFormat``
 :data:`SCHEMA_FORMAT`, and tools that only know draft-07 treat them as opaque.
 
-No producer sets Kafka record headers today, so no message declares any.
+Event messages declare their Kafka headers (:data:`EVENT_HEADERS`): every producer of ours
+writes structured mode with ``content-type: application/cloudevents+json``; binary mode
+(``ce_*`` headers) is accepted too (:mod:`events.binding`). The records of the other
+topics carry no headers.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import orjson
 
 from events import topics
+from events.binding import CONTENT_TYPE_HEADER, KAFKA_SPECVERSION, STRUCTURED_CONTENT_TYPE
 from events.catalogue import EVENT_TYPES, EventType, key_for
 from events.contracts import VERSION, envelope_schema, record_schemas
 from events.docs import example_event
@@ -128,13 +132,40 @@ def _key(description: str, example: str) -> Document:
     }
 
 
+# The headers of an event record (CloudEvents Kafka protocol binding).
+EVENT_HEADERS: Document = {
+    "type": "object",
+    "description": (
+        f"Structured mode (what every producer of ours writes): `{CONTENT_TYPE_HEADER}: "
+        f"{STRUCTURED_CONTENT_TYPE}` and the whole CloudEvent as the value. Binary mode is "
+        f"accepted too: a record with a `{KAFKA_SPECVERSION}` header carries the attributes as "
+        "`ce_<attribute>` headers (extensions included), `datacontenttype` as `content-type`, "
+        "and `data` as the value; consumers turn it into the structured form. The record "
+        "timestamp is the event time."
+    ),
+    "properties": {
+        CONTENT_TYPE_HEADER: {
+            "type": "string",
+            "description": f"`{STRUCTURED_CONTENT_TYPE}` in structured mode; in binary mode "
+            "the datacontenttype (application/json, parameters allowed)",
+            "examples": [STRUCTURED_CONTENT_TYPE],
+        },
+        KAFKA_SPECVERSION: {
+            "const": "1.0",
+            "description": "present only in binary mode, with the other ce_ headers",
+        },
+    },
+}
+
+
 def _event_message(et: EventType) -> Document:
     event = example_event(et)
     return {
         "name": et.type,
         "title": et.type,
         "summary": et.description,
-        "contentType": "application/cloudevents+json",
+        "contentType": STRUCTURED_CONTENT_TYPE,
+        "headers": EVENT_HEADERS,
         "payload": _ref("components", "schemas", "CloudEvent"),
         **_key(
             f"data.{et.key_field} of the event (UTF-8, events.catalogue.key_for): the "
@@ -145,7 +176,9 @@ def _event_message(et: EventType) -> Document:
     }
 
 
-def _channel(spec: topics.TopicSpec, messages: dict[str, Document], doc: str) -> Document:
+def _channel(
+    spec: topics.TopicSpec, messages: dict[str, Document], doc: str, headers: str
+) -> Document:
     configs = spec.configs()
     topic_configuration: Document = {"cleanup.policy": [configs["cleanup.policy"]]}
     for name in ("retention.ms", "retention.bytes"):
@@ -156,7 +189,7 @@ def _channel(spec: topics.TopicSpec, messages: dict[str, Document], doc: str) ->
         "title": spec.name,
         "description": f"{doc} {spec.partitions} partition{'s' * (spec.partitions > 1)}; "
         "the producers' default "
-        "partitioner (murmur2 of the key) places each record. Records carry no headers.",
+        f"partitioner (murmur2 of the key) places each record. {headers}",
         "servers": [_ref("servers", "kafka")],
         "messages": messages,
         "bindings": {
@@ -192,6 +225,10 @@ def _kafka(document: Document) -> None:
             refs = {et.type: _ref("components", "messages", et.type)
                     for et in by_topic.get(spec.name, [])}  # fmt: skip
             doc = f"CloudEvents of the {domain} domain (schemas/{VERSION}/cloudevent.json)."
+            headers = (
+                f"Records carry the header {CONTENT_TYPE_HEADER}: {STRUCTURED_CONTENT_TYPE} "
+                "(structured mode); binary-mode records (ce_ headers) are accepted."
+            )
         else:
             kind = spec.name
             component, file, key_doc = RECORDS[spec.name]
@@ -207,7 +244,8 @@ def _kafka(document: Document) -> None:
             }
             refs = {component: _ref("components", "messages", component)}
             doc = f"{records[file]['title']}: JSON, schemas/{VERSION}/{file}."
-        channels[cid] = _channel(spec, refs, doc)
+            headers = "Records carry no headers."
+        channels[cid] = _channel(spec, refs, doc, headers)
         for action, who in (("send", PRODUCERS), ("receive", CONSUMERS)):
             if kind in who:
                 operations[f"{action}-{cid}"] = {

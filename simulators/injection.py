@@ -18,6 +18,7 @@ Pure: records go out as :class:`Record` tuples; the publisher does the I/O.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from events.catalogue import EVENT_TYPES, key_for
-from events.envelope import MAX_EVENT_BYTES, encode
+from events.envelope import MAX_EVENT_BYTES, encode, epoch_ms, latest_event_ms
 
 # Each kind names the decode failure reason it provokes.
 MALFORMED_KINDS: tuple[str, ...] = (
@@ -50,12 +51,34 @@ class Record(NamedTuple):
     # "ok", "late", "out_of_order", "duplicate" or "malformed:<kind>"
     kind: str
     domain: str
+    # The event time, the record's Kafka timestamp (CloudEvents Kafka binding); None lets
+    # the producer use its clock (malformed records, times no receiver would accept).
+    time_ms: int | None = None
 
 
-def to_record(event: Mapping[str, Any], kind: str = "ok") -> Record:
+def record_time_ms(event: Mapping[str, Any], now_s: float | None = None) -> int | None:
+    """The Kafka timestamp of ``event``'s record: its event time, unless that is no valid
+    event time (then None). A time further ahead than receivers allow is None too: the
+    broker may refuse a timestamp that far ahead (Kafka 4: more than an hour, by default)
+    and with it the whole batch, while the event should reach the dead letters."""
+    ts = event.get("time")
+    if isinstance(ts, str):
+        try:
+            ts = datetime.fromisoformat(ts)
+        except ValueError:
+            return None
+    if not isinstance(ts, datetime) or ts.tzinfo is None:
+        return None
+    ms = epoch_ms(ts)
+    latest = latest_event_ms(time.time() if now_s is None else now_s)
+    return ms if 0 <= ms <= latest else None
+
+
+def to_record(event: Mapping[str, Any], kind: str = "ok", now_s: float | None = None) -> Record:
     """The record of a well-formed event: the type's topic, ``key_for`` key, encoded value."""
     et = EVENT_TYPES[event["type"]]
-    return Record(et.topic, key_for(event), encode(event), kind, et.domain)
+    time_ms = record_time_ms(event, now_s)
+    return Record(et.topic, key_for(event), encode(event), kind, et.domain, time_ms)
 
 
 def _shift_time(event: Mapping[str, Any], seconds: float) -> dict[str, Any]:
@@ -124,15 +147,16 @@ class Injector:
 
     def records(self, events: Iterable[Mapping[str, Any]]) -> list[Record]:
         """Records for ``events``, with injections applied."""
+        now = time.time()  # one clock read per batch for the timestamps' bound
         if not self.active:
-            return [to_record(e) for e in events]
+            return [to_record(e, now_s=now) for e in events]
         rng = self._rng
         t_malformed, t_late, t_ooo, t_dup = self._thresholds
         out: list[Record] = []
         for event in events:
             u = rng.random()
             if u >= t_dup:
-                out.append(to_record(event))
+                out.append(to_record(event, now_s=now))
             elif u < t_malformed:
                 kind = MALFORMED_KINDS[rng.randrange(len(MALFORMED_KINDS))]
                 et = EVENT_TYPES[event["type"]]
@@ -147,12 +171,13 @@ class Injector:
                 )
             elif u < t_late:
                 jitter = 1.0 + rng.uniform(-0.2, 0.2)
-                out.append(to_record(_shift_time(event, self.late_by_s * jitter), "late"))
+                late = _shift_time(event, self.late_by_s * jitter)
+                out.append(to_record(late, "late", now))
             elif u < t_ooo:
                 shifted = _shift_time(event, rng.uniform(1.0, 30.0))
-                out.append(to_record(shifted, "out_of_order"))
+                out.append(to_record(shifted, "out_of_order", now))
             else:
-                record = to_record(event)
+                record = to_record(event, now_s=now)
                 out.append(record)
                 out.append(record._replace(kind="duplicate"))
         return out

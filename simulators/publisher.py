@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
+from events.binding import STRUCTURED_HEADERS
 from events.errors import ServiceError
 from simulators.injection import Record
 from simulators.settings import SimulatorSettings
@@ -37,6 +38,8 @@ _PRODUCER_ID_WAIT_S = 5.0
 # Partition numbers of keys we have seen: sensors and gateways are a few hundred keys;
 # business ids (dossiers, reports) are unbounded, so the cache is cleared when it fills.
 _PARTITION_CACHE_MAX = 200_000
+# One list for every record (neither client changes it): no list built per record.
+STRUCTURED_HEADER_LIST = list(STRUCTURED_HEADERS)
 
 
 def _producer_config(settings: SimulatorSettings, idempotent: bool) -> dict[str, Any]:
@@ -182,7 +185,16 @@ class KafkaPublisher:
         last: dict[tuple[str, int], tuple[Any, int]] = {}
         for r in records:
             p = partition(r.topic, r.key)
-            future = send(r.topic, value=r.value, key=r.key, partition=p)
+            # CloudEvents Kafka binding, structured mode: content-type header, and the
+            # event time as the record timestamp.
+            future = send(
+                r.topic,
+                value=r.value,
+                key=r.key,
+                partition=p,
+                headers=STRUCTURED_HEADER_LIST,
+                timestamp_ms=r.time_ms,
+            )
             tp = (r.topic, p)
             prev = last.get(tp)
             last[tp] = (future, prev[1] + 1 if prev else 1)

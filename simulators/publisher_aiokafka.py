@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 
 from events.errors import ServiceError
 from simulators.injection import Record
-from simulators.publisher import PartitionCache
+from simulators.publisher import STRUCTURED_HEADER_LIST, PartitionCache
 from simulators.settings import SimulatorSettings
 
 log = structlog.get_logger(__name__)
@@ -142,7 +142,16 @@ class AiokafkaPublisher:
         async with self._order:
             for r in records:
                 p = await self._partition(r.topic, r.key)
-                future = await producer.send(r.topic, r.value, r.key, partition=p)
+                # CloudEvents Kafka binding, structured mode: content-type header, and
+                # the event time as the record timestamp.
+                future = await producer.send(
+                    r.topic,
+                    r.value,
+                    r.key,
+                    partition=p,
+                    timestamp_ms=r.time_ms,
+                    headers=STRUCTURED_HEADER_LIST,
+                )
                 prev = last.get((r.topic, p))
                 last[(r.topic, p)] = (future, prev[1] + 1 if prev else 1)
         deliveries = list(last.values())

@@ -227,10 +227,11 @@ async def alert_history(
 async def raw_events(
     conn: AnyConn, *, source: str, since: datetime, until: datetime, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    """Raw events of one source in [since, until), oldest first, as CloudEvent dicts."""
+    """Raw events of one source in [since, until), oldest first, as CloudEvent dicts
+    (with the extension attributes they were received with)."""
     async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(
-            b"SELECT time, type, source, id, district, data FROM events "
+            b"SELECT time, type, source, id, district, data, extensions FROM events "
             b"WHERE source = %(source)s AND time >= %(since)s AND time < %(until)s "
             b"ORDER BY time LIMIT %(limit)s",
             {"source": source, "since": since, "until": until, "limit": limit},
@@ -244,6 +245,7 @@ async def raw_events(
             "type": r[1],
             "time": r[0],
             "datacontenttype": "application/json",
+            **(r[6] or {}),
             "data": r[5],
         }
         for r in rows

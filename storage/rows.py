@@ -6,6 +6,7 @@ the dead letters of the records that break the contract, so nothing is dropped s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from events.binding import is_binary, structured_from_kafka
 from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, decode, latest_event_ms
 from events.errors import InvalidEventError
 from events.errors import describe_exception as _describe
@@ -55,7 +57,16 @@ ALERT_COLUMNS: tuple[str, ...] = (
     "on_live_window",
     "title_en",
 )
-EVENT_COLUMNS: tuple[str, ...] = ("time", "type", "source", "id", "district", "data")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "time",
+    "type",
+    "source",
+    "id",
+    "district",
+    "data",
+    # the other CloudEvents attributes (subject, traceparent, …) or NULL: nothing is lost
+    "extensions",
+)
 
 
 class SourceRecord(Protocol):
@@ -71,6 +82,8 @@ class SourceRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
 
 
 @dataclass(slots=True)
@@ -139,7 +152,8 @@ def event_row(raw: bytes, latest_ms: int | None = None) -> Row:
     an event time after ``latest_ms`` is ``future_time``, as in the stream workers."""
     ev = decode(raw, latest_ms)
     t: datetime = ev.time
-    return (t, ev.type, ev.source, ev.id, ev.district, orjson.dumps(ev.data).decode())
+    extensions = orjson.dumps(ev.extensions).decode() if ev.extensions else None
+    return (t, ev.type, ev.source, ev.id, ev.district, orjson.dumps(ev.data).decode(), extensions)
 
 
 def event_writer_key(row: Row) -> str:
@@ -154,8 +168,21 @@ def event_row_decoder() -> RowDecoder:
     return event_row
 
 
+def _rejected(
+    rec: SourceRecord, raw: bytes | None, reason: str, detail: str, component: str
+) -> DeadLetter:
+    """The dead letter of ``rec``; for a binary-mode record converted to the structured
+    form, with that form as its value (it holds the attributes of the headers too)."""
+    letter = dead_letter(rec, reason, detail, component)
+    return letter if raw is None or raw is rec.value else dataclasses.replace(letter, value=raw)
+
+
 def _holds_nul(row: Row) -> bool:
-    return any(type(v) is str and "\x00" in v for v in row[1:5]) or "\\u0000" in row[5]
+    return (
+        any(type(v) is str and "\x00" in v for v in row[1:5])
+        or "\\u0000" in row[5]
+        or (row[6] is not None and "\\u0000" in row[6])
+    )
 
 
 def event_rows(
@@ -169,21 +196,26 @@ def event_rows(
     latest = latest_event_ms(time.time(), max_future_skew_s)
     for rec in records:
         raw = rec.value
-        if raw is None:
-            out.dead.append(dead_letter(rec, "undecodable", "empty record value", component))
-            continue
+        headers = rec.headers
         try:
+            if headers and is_binary(headers):
+                # CloudEvents binary mode: stored as its structured form, every attribute
+                # (extensions included) kept; an invalid one is dead-lettered below.
+                raw = structured_from_kafka(headers, raw)
+            elif raw is None:
+                out.dead.append(dead_letter(rec, "undecodable", "empty record value", component))
+                continue
             row = decode_row(raw, latest)
         except InvalidEventError as exc:
-            out.dead.append(dead_letter(rec, exc.reason, exc.detail, component))
+            out.dead.append(_rejected(rec, raw, exc.reason, exc.detail, component))
             continue
         except Exception as exc:  # a bug the record provokes: dead-letter it, go on
-            out.dead.append(dead_letter(rec, "processing_error", _describe(exc), component))
+            out.dead.append(_rejected(rec, raw, "processing_error", _describe(exc), component))
             continue
         # PostgreSQL's text and jsonb cannot hold U+0000: say so here instead of letting
         # the batch fail and be bisected. In the raw JSON it can only be the \u0000 escape.
         if b"\\u0000" in raw and _holds_nul(row):
-            out.dead.append(dead_letter(rec, "bad_value", "NUL character (U+0000)", component))
+            out.dead.append(_rejected(rec, raw, "bad_value", "NUL character (U+0000)", component))
             continue
         rows.append(row)
         sources.append(rec)

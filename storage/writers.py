@@ -96,7 +96,10 @@ class InsertFirst:
 _EVENT_COLS = ", ".join(EVENT_COLUMNS)
 _RAW_EVENTS_STAGED = StagedMerge(
     staging="events_staging",
-    staging_ddl="time timestamptz, type text, source text, id text, district text, data jsonb",
+    staging_ddl=(
+        "time timestamptz, type text, source text, id text, district text, data jsonb, "
+        "extensions jsonb"
+    ),
     columns=EVENT_COLUMNS,
     merges=(
         # Sorted on time, the leading column of the unique index: inserts walk the index

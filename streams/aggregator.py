@@ -24,13 +24,14 @@ twice or half.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Any, Protocol
 
 import orjson
 
+from events.binding import is_binary, structured_from_kafka
 from events.envelope import DEFAULT_MAX_FUTURE_SKEW_S, Event, latest_event_ms
 from events.errors import InvalidEventError
 from events.errors import describe_exception as _describe
@@ -56,6 +57,8 @@ class SourceRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,13 @@ class PartitionAggregator:
             if why is not None:
                 dead.append(self._dead_letter(rec, raw, "processing_error", why))
                 continue
+            headers = rec.headers
             try:
+                if headers and is_binary(headers):
+                    # CloudEvents binary mode: into the structured form once; the dead
+                    # letter of a record that fails later carries that form (headers and
+                    # all), one that cannot be converted its value.
+                    raw = structured_from_kafka(headers, rec.value)
                 ev = decode_fast(raw, latest)
             except InvalidEventError as exc:
                 dead.append(self._dead_letter(rec, raw, exc.reason, exc.detail))

@@ -21,6 +21,7 @@ class Rec:
     offset: int
     value: bytes | None
     key: bytes | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 def raw_event(event_type: str, t_ms: int, event_id: str | None = None, **data: Any) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from datetime import date
 from typing import Any
 
@@ -23,7 +24,7 @@ from jsonschema import Draft202012Validator
 
 from events.catalogue import EVENT_TYPES, EventType, FieldSpec
 from events.contracts import data_schema, envelope_schema
-from events.envelope import validate
+from events.envelope import DATACONTENTTYPE_PATTERN, validate
 from events.errors import InvalidEventError
 from events.geography import DISTRICT_CODES
 from events.validation import MAX_TEXT_LENGTH, PAYLOAD_VALIDATORS, REQUIRED_WHEN
@@ -201,7 +202,17 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
         "time": draw(times()),
         "data": draw(valid_data(et)),
     }
-    content_type = draw(st.sampled_from(["absent", "application/json", None]))
+    content_type = draw(
+        st.sampled_from(
+            [
+                "absent",
+                "application/json",
+                None,
+                "application/json; charset=utf-8",
+                "APPLICATION/Json;x",
+            ]
+        )
+    )
     if content_type != "absent":
         event["datacontenttype"] = content_type
     extensions = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=10)
@@ -254,7 +265,12 @@ def invalid_events(draw: st.DrawFn) -> dict[str, Any]:
                     ("id", st.just("")),
                     ("source", st.just("")),
                     ("type", st.text().filter(lambda v: v not in EVENT_TYPES)),
-                    ("datacontenttype", st.text().filter(lambda v: v != "application/json")),
+                    (
+                        "datacontenttype",
+                        st.text().filter(
+                            lambda v: re.fullmatch(DATACONTENTTYPE_PATTERN, v) is None
+                        ),
+                    ),
                 ]
             )
         )

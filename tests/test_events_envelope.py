@@ -100,12 +100,15 @@ def test_time_with_offset_becomes_utc_and_epoch_ms_is_exact() -> None:
     assert built["time"] == "2026-03-01T08:00:00.000Z"
 
 
-def test_extensions_and_undeclared_fields_are_kept_or_ignored() -> None:
+def test_extensions_and_undeclared_fields_are_kept() -> None:
     obj = _air(firmware="2.1.0")
     obj["traceparent"] = "00-abc-def-01"
+    obj["subject"] = "HD-AQ-001"
     event = decode(orjson.dumps(obj))
     assert event.data["firmware"] == "2.1.0"
-    assert "traceparent" not in event.to_dict()
+    assert dict(event.extensions) == {"traceparent": "00-abc-def-01", "subject": "HD-AQ-001"}
+    assert event.to_dict()["traceparent"] == "00-abc-def-01"
+    assert not decode(orjson.dumps(_air())).extensions
 
 
 def test_dossier_timeliness_is_derived() -> None:

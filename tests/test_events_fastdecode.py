@@ -69,6 +69,8 @@ _TEXT_EDITS = [
     ('"specversion"', '"ext":1e999,"specversion"'),
     ('"pm25":', '"pm25":5,"pm25":'),
     ('"datacontenttype":"application/json"', '"datacontenttype":null'),
+    ('"datacontenttype":"application/json"', '"datacontenttype":"application/json; charset=utf-8"'),
+    ('"datacontenttype":"application/json"', '"datacontenttype":"application/xml"'),
     ("}}", "}} "),
 ]
 

@@ -1,5 +1,6 @@
 """The simulator against the real broker: what is published arrives on the right topic
-with the right key, as many times as it was sent; the CLI runs end to end."""
+with the right key, the CloudEvents structured-mode header and the event time as its
+timestamp, as many times as it was sent; the CLI runs end to end."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def _end_offsets(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
     return dict(consumer.end_offsets(partitions))
 
 
+# (headers, timestamp) of the records _read_from returned, by event id
+_stamps: dict[str, tuple[list[tuple[str, bytes]], int]] = {}
+
+
 def _read_from(
     consumer: KafkaConsumer, start: dict[TopicPartition, int], prefix: str, expected: int
 ) -> tuple[list[tuple[str, bytes | None, Event]], int]:
@@ -60,6 +65,7 @@ def _read_from(
                     continue
                 if event.id.startswith(prefix):
                     ours.append((tp.topic, r.key, event))
+                    _stamps[event.id] = (list(r.headers), r.timestamp)
     return ours, undecodable
 
 
@@ -71,6 +77,7 @@ def test_published_events_arrive_on_their_topics_with_their_keys(
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     try:
         before = _end_offsets(consumer)
+        started_ms = int(time.time() * 1000)
         settings = SimulatorSettings(
             bootstrap_servers=bootstrap_servers,
             rate=1500,
@@ -100,6 +107,15 @@ def test_published_events_arrive_on_their_topics_with_their_keys(
         assert key == key_for(event)
     assert undecodable >= total.by_kind["malformed"] > 0
     assert sum(1 for n in ids.values() if n == 2) == total.by_kind["duplicate"] > 0
+    # CloudEvents Kafka binding: structured mode, said by the header; the record timestamp
+    # is the event time (the simulated clock runs 120x: times further ahead than receivers
+    # accept get the producer's clock, see simulators.injection.record_time_ms).
+    stamps = [_stamps[event.id] for _, _, event in ours]
+    assert {tuple(h) for h, _ in stamps} == {(("content-type", b"application/cloudevents+json"),)}
+    near = [(event, ts) for (_, _, event), (_, ts) in zip(ours, stamps, strict=True)
+            if event.time_ms < started_ms + 200_000]  # fmt: skip
+    assert len(near) > 100
+    assert all(ts == event.time_ms for event, ts in near)
     assert {t.split(".")[2] for t in {EVENT_TYPES[e].topic for e in EVENT_TYPES}} == set(DOMAINS)
     assert set(total.by_domain) == set(DOMAINS)
 

@@ -107,15 +107,17 @@ async def test_migrations_from_empty_then_rerun_is_a_no_op(empty_database: str) 
     finally:
         await conn.close()
     assert edition == "apache"  # what this machine runs
-    assert [m.version for m in applied] == [1, 2, 4, 5]  # 0003 needs the full edition
+    assert [m.version for m in applied] == [1, 2, 4, 5, 6, 7]  # 0003 needs the full edition
     assert again == []
-    assert sorted(recorded) == [1, 2, 4, 5]
+    assert sorted(recorded) == [1, 2, 4, 5, 6, 7]
     assert {s.version: s.state for s in states} == {
         1: "applied",
         2: "applied",
         3: "skipped (needs full edition)",
         4: "applied",
         5: "applied",
+        6: "applied",
+        7: "applied",
     }
     assert hypertables == {"kpi_windows", "events"}
 
@@ -127,7 +129,7 @@ async def test_concurrent_migrations_take_turns(empty_database: str) -> None:
     finally:
         for c in conns:
             await c.close()
-    assert sorted(len(r) for r in results) == [0, 0, 4]  # 0001, 0002, 0004, 0005
+    assert sorted(len(r) for r in results) == [0, 0, 6]  # 0001, 0002, 0004 to 0007
 
 
 async def test_plain_postgresql_is_refused(database_url: str) -> None:
@@ -174,6 +176,7 @@ async def test_duplicate_raw_events_are_ignored(db: asyncpg.Connection) -> None:
             f"e{i}",
             "HK",
             orjson.dumps({"district": "HK", "pm25": i}).decode(),
+            None,  # no extension attributes
         )
         for i in range(130)
     ]
@@ -289,6 +292,8 @@ async def test_query_results(db: asyncpg.Connection, pg: psycopg.AsyncConnection
                 f"q{i}",
                 "HK",
                 orjson.dumps({"district": "HK", "pm25": i}).decode(),
+                # the extension attributes an event came with, given back by raw_events
+                orjson.dumps({"traceparent": f"tp-{i}"}).decode() if i == 3 else None,
             )
             for i in range(10)
         ],
@@ -298,6 +303,8 @@ async def test_query_results(db: asyncpg.Connection, pg: psycopg.AsyncConnection
     )
     assert [e["id"] for e in got] == ["q2", "q3", "q4"]
     assert got[0]["data"] == {"district": "HK", "pm25": 2}
+    assert "traceparent" not in got[0]
+    assert got[1]["traceparent"] == "tp-3"
 
 
 async def _explain(pg: psycopg.AsyncConnection[Any], sql: str, params: dict[str, Any]) -> str:
@@ -358,7 +365,7 @@ async def test_retention_drops_old_chunks_and_rollups_are_right(
     await writers.RAW_EVENTS.write(
         db,
         [
-            (t, "vn.ioc.air.observed", source, f"r{i}", "HK", '{"district": "HK"}')
+            (t, "vn.ioc.air.observed", source, f"r{i}", "HK", '{"district": "HK"}', None)
             for i, t in enumerate((old, old + timedelta(minutes=1), recent))
         ],
     )

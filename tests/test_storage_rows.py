@@ -28,6 +28,7 @@ class Rec:
     topic: str = "ioc.events.air"
     partition: int = 1
     key: bytes | None = b"k"
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 def air(i: int, **data: object) -> bytes:
@@ -108,7 +109,7 @@ def test_bucket_seconds_caps_points_and_keeps_window_multiples() -> None:
 def test_migrations_are_ordered_and_versioned() -> None:
     migs = load_migrations()
     assert [m.version for m in migs] == list(range(1, len(migs) + 1))
-    assert [m.needs_full_edition for m in migs] == [False, False, True, False, False]
+    assert [m.needs_full_edition for m in migs] == [False, False, True, False, False, False, False]
     assert all(len(m.checksum) == 64 for m in migs)
 
 

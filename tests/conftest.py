@@ -43,10 +43,8 @@ def timescaledb(service_settings: ServiceSettings) -> Iterator[ServiceSettings]:
     yield from (service_settings for _ in _ensure(service_settings, "timescaledb"))
 
 
-@pytest.fixture(scope="session")
-def database_url(timescaledb: ServiceSettings) -> Iterator[str]:
-    """A fresh database (timescaledb extension created) for this test session."""
-    settings = timescaledb
+def _fresh_database(settings: ServiceSettings) -> Iterator[str]:
+    """A new database (timescaledb extension created), dropped afterwards."""
     name = f"ioc_test_{uuid.uuid4().hex[:10]}"
     if settings.uses_external_database:
         base = settings.effective_database_url.rsplit("/", 1)[0]
@@ -57,6 +55,19 @@ def database_url(timescaledb: ServiceSettings) -> Iterator[str]:
     timescale.ensure_database(admin, name)
     yield f"{base}/{name}"
     timescale.drop_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def database_url(timescaledb: ServiceSettings) -> Iterator[str]:
+    """A fresh database for this test session (shared by its tests)."""
+    yield from _fresh_database(timescaledb)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(timescaledb: ServiceSettings) -> Iterator[str]:
+    """A fresh database of one test module: for tests that read whole tables, which the
+    session's other tests would fill."""
+    yield from _fresh_database(timescaledb)
 
 
 @pytest.fixture(scope="session")

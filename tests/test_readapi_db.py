@@ -81,8 +81,9 @@ def alert(alert_id: str, state: str, updated: datetime) -> AlertRecord:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def data(database_url: str) -> dict[str, Any]:
-    url = await migrated(database_url)
+async def data(module_database_url: str) -> dict[str, Any]:
+    # A database of its own: the latest windows and alerts of the whole table are read.
+    url = await migrated(module_database_url)
     conn = await asyncpg.connect(url)
     tag = uuid.uuid4().hex[:6]
     now = datetime.now(UTC)

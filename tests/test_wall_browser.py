@@ -107,8 +107,10 @@ def live_records() -> list[KpiRecord]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def wall(bootstrap_servers: str, database_url: str) -> AsyncIterator[WsApp]:
-    await migrated(database_url)
+async def wall(bootstrap_servers: str, module_database_url: str) -> AsyncIterator[WsApp]:
+    # A database of its own: the wall shows every open alert the table holds, and the
+    # session's other tests leave theirs.
+    database_url = await migrated(module_database_url)
     settings = WsSettings(
         bootstrap_servers=bootstrap_servers,
         database_url=database_url,

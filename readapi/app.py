@@ -194,9 +194,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = error(
                 exc.status, "not_found" if exc.status == 404 else "bad_request", exc.reason
             )
-    m = request.app[METRICS]
-    m.requests.labels(route, str(response.status)).inc()
-    m.seconds.labels(route).observe(time.perf_counter() - started)
+    if request.path.startswith("/v1/"):  # the API's reads, not scrapes and health checks
+        m = request.app[METRICS]
+        m.requests.labels(route, str(response.status)).inc()
+        m.seconds.labels(route).observe(time.perf_counter() - started)
     return response
 
 

@@ -209,7 +209,12 @@ def run_simulation(settings: SimulatorSettings, *, live: bool) -> Progress:
         f"sent {total.sent:,} events in {total.elapsed_s:,.1f}s ({average:,.0f}/s), "
         f"acked {total.acked:,}, failed {total.failed:,}; "
         f"{settings.effective_workers} x {settings.effective_producer} producer "
-        f"{'idempotent' if total.idempotent else 'NOT idempotent'}, acks=all",
+        + (
+            f"{'idempotent' if total.idempotent else 'NOT idempotent'}, acks=all"
+            if settings.via == "kafka"
+            # a gateway's 202 / Mosquitto's PUBACK; a resent event is dropped by its id
+            else f"acknowledged by the {'gateway' if settings.via == 'http' else 'MQTT broker'}"
+        ),
         soft_wrap=True,
     )
     if total.failed:

@@ -150,6 +150,7 @@ async def test_v1_needs_a_push_server_token_health_and_metrics_do_not(
         text = await r.text()
     assert 'ioc_readapi_requests_total{route="/v1/kpis",status="401"} 3.0' in text
     assert 'ioc_readapi_requests_total{route="/v1/kpis",status="200"} 2.0' in text
+    assert 'route="/readyz"' not in text and 'route="/metrics"' not in text  # reads only
 
 
 async def test_the_catalogue_and_the_openapi_document(

@@ -5,6 +5,7 @@ as a whole) the way it counts a broker's acknowledgements."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -156,3 +157,14 @@ async def test_a_key_without_the_scope_or_an_unknown_key_fails_the_batch(
 def test_malformed_bytes_go_straight_to_kafka_only() -> None:
     with pytest.raises(ConfigurationError, match="--malformed needs --via kafka"):
         SimulatorSettings(via="http", malformed=0.1)
+
+
+async def test_the_command_says_who_acknowledged(http_gateway: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators", "--via", "http", "--ingest-url", http_gateway,
+        "--ingest-key", ALL_SECRET, "--rate", "100", "--duration", "1", "--no-live",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "1 x http producer acknowledged by the gateway" in err.decode()

@@ -101,6 +101,8 @@ def sub(channel: str = "kpi", **kw: object) -> Subscribe:
         ),
         ('{"op": "subscribe", "sub": "a", "channel": "kpi", "windows_since": "x"}', "bad_field"),
         ('{"op": "subscribe", "sub": "a", "channel": "kpi", "windows_since": -1}', "bad_field"),
+        ('{"op": "subscribe", "sub": "a", "channel": "kpi", "window_s": 0}', "bad_field"),
+        ('{"op": "subscribe", "sub": "a", "channel": "kpi", "window_s": "60"}', "bad_field"),
         ('{"op": "unsubscribe"}', "missing_field"),
         ('{"op": "ack"}', "missing_field"),
         ('{"op": "assign", "alert_id": "a1"}', "missing_field"),
@@ -134,11 +136,13 @@ def test_subscribe_parses_filters_history_and_resume() -> None:
                 "history_hours": 2,
                 "resume": {"epoch": "abc", "seq": 7},
                 "windows_since": 1_800_000_000_000,
+                "window_s": 60,
             }
         ).decode(),
         4096,
     )
     assert isinstance(msg, Subscribe)
+    assert msg.window_s == 60
     assert msg.kpis == ("air.*",)
     assert msg.history[0].scope == "city"
     assert msg.resume is not None and msg.resume.seq == 7
@@ -187,6 +191,24 @@ def test_hub_routes_by_filter_and_coalesces_latest_value() -> None:
     (frame2,) = c2.take_frames(hub.seqs())
     assert [i["scope"] for i in orjson.loads(frame2)["items"]] == ["city"]
     assert c1.take_frames(hub.seqs()) == []
+
+
+def test_a_window_length_filter_keeps_other_lengths_out_of_updates_replay_and_memory() -> None:
+    hub = Hub("e1", kpi_replay=100, alert_replay=10, history_points=10)
+    client = hub.add_client()
+    s, _ = hub.subscribe(client, sub(scopes=("station:*",), window_s=60))
+    hub.mark_ready(s)
+    quarter = kpi("air.aqi.vn", "station:A", 70)
+    quarter = KpiRecord(
+        quarter.kpi, quarter.scope, T0, T0 + timedelta(minutes=15), 70.0, 9, revision=1
+    )
+    hub.publish_kpis([kpi("air.aqi.vn", "station:A", 60), quarter], now=0.0)
+    (frame,) = client.take_frames(hub.seqs())
+    assert [i["value"] for i in orjson.loads(frame)["items"]] == [60.0]
+    assert [r.value for r in hub.memory_latest(s)] == [60.0]
+    assert [orjson.loads(i)["value"] for i in hub.replay_for(s, 0)] == [60.0]
+    every, _ = hub.subscribe(hub.add_client(), sub(sub="all", scopes=("station:*",)))
+    assert sorted(r.value for r in hub.memory_latest(every)) == [60.0, 70.0]
 
 
 def test_hub_ignores_stale_revisions_and_holds_updates_until_snapshot_sent() -> None:

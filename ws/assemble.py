@@ -25,7 +25,7 @@ async def kpi_snapshot(
     scopes = list(spec.scopes) if spec.scopes else None
     latest: dict[Any, KpiRecord] = {}
     for rec in await source.latest_kpis(exact_kpis, scopes):
-        if out.sub.matches_kpi(rec.kpi, rec.scope):
+        if out.sub.matches_record(rec):
             latest[kpi_key(rec)] = rec
     for rec in hub.memory_latest(out.sub):
         have = latest.get(kpi_key(rec))
@@ -67,11 +67,11 @@ async def windows_since(
     since = max(datetime.fromtimestamp(since_ms / 1000, UTC), floor)
     windows: dict[Any, KpiRecord] = {}
     for rec in await source.kpi_windows(kpis, scopes, since):
-        if out.sub.matches_kpi(rec.kpi, rec.scope):
+        if out.sub.matches_record(rec):
             windows[window_key(rec)] = rec
     for (kpi, scope), series in hub.kpi_series.items():
-        if not out.sub.matches_kpi(kpi, scope):
-            continue
+        if not out.sub.matches_kpi(kpi, scope) or not out.sub.takes_window(60):
+            continue  # the series in memory are of 60-s windows
         for rec in series:
             have = windows.get(window_key(rec))
             if rec.window_start >= since and (have is None or rec.revision > have.revision):

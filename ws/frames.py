@@ -100,6 +100,13 @@ def client_frames() -> dict[str, Schema]:
                     "description": "epoch ms: the snapshot also carries every 60-s window "
                     "starting at or after it (kpi channel)",
                 },
+                "window_s": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 86_400,
+                    "description": "only windows of this length in seconds, e.g. 60 (kpi "
+                    "channel; default every length)",
+                },
             },
             ["sub", "channel"],
         ),

@@ -54,6 +54,13 @@ class Subscription:
     def matches_kpi(self, kpi: str, scope: str) -> bool:
         return any_matches(self.spec.kpis, kpi) and any_matches(self.spec.scopes, scope)
 
+    def takes_window(self, seconds: float) -> bool:
+        return self.spec.window_s is None or self.spec.window_s == seconds
+
+    def matches_record(self, record: KpiRecord) -> bool:
+        """The KPI, the scope and the window length (``window_s``) all match."""
+        return self.matches_kpi(record.kpi, record.scope) and self.takes_window(kpi_key(record)[2])
+
     def matches_alert(self, alert: AlertRecord) -> bool:
         kpi_ok = self.spec.kpis is None or any_matches(self.spec.kpis, alert.kpi)
         return kpi_ok and any_matches(self.spec.scopes, alert.subject)
@@ -219,7 +226,7 @@ class Hub:
     @staticmethod
     def _sub_matches(sub: Subscription, record: Any) -> bool:
         if isinstance(record, KpiRecord):
-            return sub.matches_kpi(record.kpi, record.scope)
+            return sub.matches_record(record)
         return bool(sub.matches_alert(record))
 
     # --- records in ------------------------------------------------------------------
@@ -245,8 +252,9 @@ class Hub:
             if route is None:
                 route = [s for s in channel.subscribers if s.matches_kpi(record.kpi, record.scope)]
                 self._routes[(record.kpi, record.scope)] = route
-            for sub in route:
-                self._enqueue(sub.client, "kpi", wkey, item, now)
+            for sub in route:  # routed by (kpi, scope); the window length per subscription
+                if sub.takes_window(key[2]):
+                    self._enqueue(sub.client, "kpi", wkey, item, now)
 
     def publish_alerts(self, records: Iterable[AlertRecord], now: float) -> None:
         channel = self.channels["alerts"]
@@ -304,7 +312,7 @@ class Hub:
 
     # --- snapshot helpers (memory side) --------------------------------------------
     def memory_latest(self, sub: Subscription) -> list[KpiRecord]:
-        return [r for r in self.latest_kpis.values() if sub.matches_kpi(r.kpi, r.scope)]
+        return [r for r in self.latest_kpis.values() if sub.matches_record(r)]
 
     def memory_series(self, kpi: str, scope: str) -> list[KpiRecord]:
         return list(self.kpi_series.get((kpi, scope), ()))

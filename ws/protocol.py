@@ -89,6 +89,9 @@ class Subscribe:
     # time (epoch ms), not only the newest per (kpi, scope): what a resuming client may
     # have missed while it was away (docs/ws-protocol.md, *Resume*).
     windows_since_ms: int | None = None
+    # kpi channel: only windows of this length in seconds (60, 900, 3600); None = every
+    # length. The wall's map reads 60-s windows: a third of the records, and of its snapshot.
+    window_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,11 @@ def _parse_subscribe(obj: Mapping[str, Any]) -> Subscribe:
         isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**53
     ):
         raise ProtocolError("bad_field", "'windows_since' must be epoch milliseconds (integer)")
+    window_s = obj.get("window_s")
+    if window_s is not None and (
+        isinstance(window_s, bool) or not isinstance(window_s, int) or not 0 < window_s <= 86_400
+    ):
+        raise ProtocolError("bad_field", "'window_s' must be a window length in seconds (1-86400)")
     assert sub is not None
     return Subscribe(
         sub=sub,
@@ -199,6 +207,7 @@ def _parse_subscribe(obj: Mapping[str, Any]) -> Subscribe:
         history_hours=float(hours),
         resume=resume,
         windows_since_ms=since,
+        window_s=window_s,
     )
 
 

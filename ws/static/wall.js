@@ -535,7 +535,8 @@
     const send = (o) => ws.send(JSON.stringify(o));
     const history = CHARTS.map((k) => ({ kpi: k, scope: "city" }));
     send({ op: "subscribe", sub: "city", channel: "kpi", scopes: ["city"], history, history_hours: 3, resume: resume("kpi") });
-    send({ op: "subscribe", sub: "map", channel: "kpi", kpis: MAP_KPIS, scopes: ["district:*", "station:*"], resume: resume("kpi") });
+    // The map shows 60-s windows only: a third of the records, and of the snapshot.
+    send({ op: "subscribe", sub: "map", channel: "kpi", kpis: MAP_KPIS, scopes: ["district:*", "station:*"], window_s: 60, resume: resume("kpi") });
     send({ op: "subscribe", sub: "alerts", channel: "alerts", resume: resume("alerts") });
   }
 

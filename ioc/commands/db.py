@@ -70,10 +70,13 @@ def _run_pg(work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-def _run_asyncpg(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+def run_asyncpg(work: Callable[[asyncpg.Connection], Awaitable[T]], url: str | None = None) -> T:
+    """Run ``work`` on one asyncpg connection to ``url`` (default: IOC_DATABASE_URL or our
+    TimescaleDB); an unreachable database is a ServiceError saying what to do."""
+
     async def go() -> T:
         try:
-            conn = await asyncpg.connect(_database_url(), timeout=5)
+            conn = await asyncpg.connect(url or _database_url(), timeout=5)
         except (OSError, asyncpg.PostgresError) as exc:
             raise ServiceError(
                 f"cannot reach TimescaleDB ({exc}); start it with `ioc services up` "
@@ -91,7 +94,7 @@ def _run_asyncpg(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 def migrate() -> None:
     """Apply pending migrations (idempotent; safe while sinks start)."""
     with console.status("applying migrations…"):
-        applied = _run_asyncpg(migrations.migrate)
+        applied = run_asyncpg(migrations.migrate)
     if applied:
         for m in applied:
             console.print(f"applied {m.version:04d}_{m.name}")
@@ -102,7 +105,7 @@ def migrate() -> None:
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """The TimescaleDB edition and the state of every migration."""
-    edition, states = _run_asyncpg(migrations.status)
+    edition, states = run_asyncpg(migrations.status)
     if as_json:
         typer.echo(
             orjson.dumps(

@@ -15,11 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from events.errors import ConfigurationError, ServiceError
+from events.errors import ConfigurationError
 from events.logs import configure_logging
 from ingest import keystore
 from ingest.service import serve as serve_gateways
 from ingest.settings import IngestSettings
+from ioc.commands.db import run_asyncpg
 from ioc.services import mqtt_accounts
 from ioc.settings import ServiceSettings
 from storage import migrate as migrations
@@ -54,24 +55,12 @@ def _with_db(work: Callable[[asyncpg.Connection], Awaitable[T]], url: str | None
     """Run ``work`` on the schema-migrated database (by default IOC_DATABASE_URL or our
     TimescaleDB)."""
 
-    async def go() -> T:
-        nonlocal url
-        url = url or ServiceSettings().effective_database_url
-        try:
-            conn = await asyncpg.connect(url, timeout=5)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise ServiceError(
-                f"cannot reach TimescaleDB ({exc}); start it with `ioc services up` "
-                "or set IOC_DATABASE_URL"
-            ) from exc
-        try:
-            # the key table is a migration: apply what is pending (idempotent, locked)
-            await migrations.migrate(conn)
-            return await work(conn)
-        finally:
-            await conn.close()
+    async def migrated_then(conn: asyncpg.Connection) -> T:
+        # the key table is a migration: apply what is pending (idempotent, locked)
+        await migrations.migrate(conn)
+        return await work(conn)
 
-    return asyncio.run(go())
+    return run_asyncpg(migrated_then, url)
 
 
 DEMO_KEY = "demo"

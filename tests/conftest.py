@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from ioc import services
 from ioc.services import timescale
@@ -130,3 +131,12 @@ def chromium_executable() -> str:
         last = (install.stderr or update.stderr).strip()[-400:]
         time.sleep(5)
     pytest.fail(f"apt-get install chromium failed: {last}")
+
+
+@pytest.fixture
+async def producer(bootstrap_servers: str) -> AsyncIterator[AIOKafkaProducer]:
+    """A producer of the test (acks from every replica), stopped after it."""
+    prod = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    await prod.start()
+    yield prod
+    await prod.stop()

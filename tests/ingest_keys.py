@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -10,6 +9,7 @@ import asyncpg
 from ingest import keystore
 from ioc.services.mqtt_accounts import mosquitto_hash
 from tests.db_helpers import migrated
+from tests.waiting import until_sync
 
 # One key for anything, one scoped as the example. AUTH is the HTTP header.
 ALL_KEY, ALL_SECRET = "test-all", "test-ingest-all-key"
@@ -58,16 +58,14 @@ def wait_login(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    deadline = time.monotonic() + within_s
-    while True:
+    def answered_as_expected() -> bool:
         client = mqtt.Client(CallbackAPIVersion.VERSION2)
         client.username_pw_set(*login)
         try:
             client.connect(*address)
             client.loop(timeout=2)
-            if client.is_connected() == accepted:
-                return
+            return bool(client.is_connected() == accepted)
         finally:
             client.disconnect()
-        assert time.monotonic() < deadline, f"{login[0]}: never {accepted=} by Mosquitto"
-        time.sleep(0.1)  # polling interval of the condition above
+
+    until_sync(answered_as_expected, f"{login[0]}: {accepted=} by Mosquitto", within_s, every=0.1)

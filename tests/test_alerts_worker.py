@@ -53,14 +53,6 @@ class Tail:
         return found
 
 
-@pytest.fixture
-async def producer(bootstrap_servers: str) -> AsyncIterator[AIOKafkaProducer]:
-    prod = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-    await prod.start()
-    yield prod
-    await prod.stop()
-
-
 async def start_worker(
     settings: AlertsSettings,
 ) -> tuple[AlertsWorker, asyncio.Event, asyncio.Task[None]]:

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from tests.test_streams_integration import (
     known_air_events,
     workers_factory,  # noqa: F401 (the fixture)
 )
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +73,6 @@ def sdk_event(event_id: str, station: str, when: datetime, **attributes: Any) ->
         },
         data={"station_id": station, "district": "HD", "pm25": 38.5, "pm10": 61.0},
     )
-
-
-async def _wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
 
 
 async def _records(bootstrap: str, topic: str, ids: set[str]) -> dict[str, Any]:
@@ -140,14 +131,6 @@ async def test_sdk_http_binary_and_structured_reach_kafka_whole_with_header_and_
         event = orjson.loads(record.value)
         assert {k: event[k] for k in EXTRA} == EXTRA
         assert record.key == b"HD-AQ-CE"
-
-
-@pytest.fixture
-async def producer(bootstrap_servers: str) -> AsyncIterator[AIOKafkaProducer]:
-    prod = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-    await prod.start()
-    yield prod
-    await prod.stop()
 
 
 async def test_sdk_kafka_binary_and_structured_are_folded_and_stored_with_extensions(
@@ -211,7 +194,7 @@ async def test_sdk_kafka_binary_and_structured_are_folded_and_stored_with_extens
             n = await conn.fetchval("SELECT count(*) FROM events WHERE source = $1", source)
             return bool(n == 2)
 
-        await _wait_for(stored, 60, "the raw sink to store both events")
+        await until(stored, "the raw sink to store both events", within=60, every=0.3)
         rows = await conn.fetch(
             "SELECT id, time, extensions FROM events WHERE source = $1 ORDER BY id", source
         )

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from events import topics
 from events.records import AlertRecord, KpiRecord, format_time
+from tests import waiting
 from tests.db_helpers import migrated
 from ws.app import WsApp
 from ws.notice import broker_restart_notice
@@ -72,25 +73,17 @@ class Process:
 
     async def until(self, condition: Callable[[], bool], what: str) -> None:
         """Wait for ``condition`` (polled), failing with the output if it never holds."""
-        end = asyncio.get_running_loop().time() + TIMEOUT
-        while not condition():
-            if self.proc.returncode is not None or asyncio.get_running_loop().time() > end:
-                pytest.fail(f"{what}; stdout={self.out[-5:]} stderr={self.err[-5:]}")
-            await asyncio.sleep(0.05)
+        output = lambda: f"{what}; stdout={self.out[-5:]} stderr={self.err[-5:]}"  # noqa: E731
+        done = lambda: condition() or self.proc.returncode is not None  # noqa: E731
+        await waiting.until(done, output, TIMEOUT)
+        if not condition():  # the example exited without it
+            pytest.fail(f"exited with {self.proc.returncode}: {output()}")
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
             self.proc.terminate()
             await self.proc.wait()
         await asyncio.gather(*self._tasks)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def producer(bootstrap_servers: str) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=5)
-    await p.start()
-    yield p
-    await p.stop()
 
 
 def minute(offset: int) -> datetime:
@@ -237,15 +230,12 @@ async def push_server(bootstrap_servers: str, database_url: str) -> AsyncIterato
 
 async def server_holds(app: WsApp, records: list[KpiRecord]) -> None:
     """Until the push server has consumed ``records`` (in its memory of each series)."""
-    end = asyncio.get_running_loop().time() + TIMEOUT
 
     def held(rec: KpiRecord) -> bool:
         series = app.server.hub.memory_series(rec.kpi, rec.scope)
         return any((r.window_start, r.value) == (rec.window_start, rec.value) for r in series)
 
-    while not all(held(r) for r in records):
-        assert asyncio.get_running_loop().time() < end, "the push server did not get them"
-        await asyncio.sleep(0.05)
+    await waiting.until(lambda: all(held(r) for r in records), "the push server's records", TIMEOUT)
 
 
 def windows(frames: list[dict[str, Any]]) -> set[tuple[str, float]]:

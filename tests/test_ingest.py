@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -36,6 +37,7 @@ from tests.ingest_keys import (
     ensure_test_keys,
 )
 from tests.private_broker import private_broker
+from tests.waiting import until
 
 # The test device: the key test-all's MQTT account, which may write only below
 # ioc/events/test-all/.
@@ -312,12 +314,12 @@ async def test_http_answers_503_while_the_broker_cannot_take_the_events_and_429_
                         timeout=aiohttp.ClientTimeout(total=120),
                     )
                 )
-                deadline = time.monotonic() + 20
-                while _metric(await _get(http, f"{base}/metrics"), "ioc_ingest_inflight_bytes") < 1:
-                    assert time.monotonic() < deadline, (
-                        "the held request never reached the producer"
-                    )
-                    await asyncio.sleep(0.05)  # polling interval of the condition above
+
+                async def in_flight() -> bool:
+                    text = await _get(http, f"{base}/metrics")
+                    return _metric(text, "ioc_ingest_inflight_bytes") >= 1
+
+                await until(in_flight, "the held request to reach the producer", within=20)
                 async with http.post(
                     f"{base}/events", data=encode(air_event("BUSY")), headers=headers
                 ) as r:
@@ -356,19 +358,16 @@ def _metric(text: str, name: str) -> float:
 
 
 async def _wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
+    async def ready() -> dict[str, Any] | None:
         try:
             async with http.get(url) as resp:
-                if resp.status == 200:
-                    body = await resp.json()
-                    health.validate(health.READYZ, 200, body)
-                    assert body["component"] == "ingest"
-                    return
+                return await resp.json() if resp.status == 200 else None
         except aiohttp.ClientConnectionError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not answer 200 in 20 s"
-        await asyncio.sleep(0.1)  # polling interval of the condition above
+            return None
+
+    body = await until(ready, f"{url} to answer 200", within=20, every=0.1)
+    health.validate(health.READYZ, 200, body)
+    assert body["component"] == "ingest"
 
 
 def _publish_qos1(

@@ -53,6 +53,7 @@ from tests.test_ingest import (
     air_event,
     gateway,  # noqa: F401  (the real HTTP/MQTT gateway fixture)
 )
+from tests.waiting import until
 
 
 def water_event(station: str = "HD-WL-001") -> dict[str, Any]:
@@ -243,15 +244,18 @@ async def _status_until(
     """Post until the answer is ``wanted`` (the port may still be opening); returns how
     long that took."""
     begin = time.monotonic()
-    while True:
+    seen: list[int] = []
+
+    async def answered() -> bool:
         try:
             status, _, _ = await _post(settings, [air_event("WAIT")], headers)
         except aiohttp.ClientConnectionError:
             status = 0
-        if status == wanted:
-            return time.monotonic() - begin
-        assert time.monotonic() - begin < within_s, f"still {status}, not {wanted}"
-        await asyncio.sleep(0.05)  # polling interval of the condition above
+        seen.append(status)
+        return status == wanted
+
+    await until(answered, lambda: f"{wanted}, still {seen[-1:]}", within=within_s)
+    return time.monotonic() - begin
 
 
 async def test_keys_made_and_revoked_with_the_cli_work_and_stop_within_the_refresh(
@@ -347,14 +351,15 @@ async def test_keys_that_cannot_be_read_answer_503_not_a_guess(bootstrap_servers
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, mqtt=False, stop=stop))
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def answer() -> tuple[int, Any] | None:
             try:
                 status, body, _ = await _post(settings, [air_event()], AUTH)
-                break
             except aiohttp.ClientConnectionError:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)  # polling interval: until the port opens
+                return None  # the port is not open yet
+            return status, body
+
+        status, body = await until(answer, "the gateway's port to open", every=0.1)
         assert (status, body["error"]) == (503, "auth_unavailable")
         # no key at all is still a 401: that needs no database
         assert (await _post(settings, [air_event()], {}))[0] == 401
@@ -377,13 +382,15 @@ async def test_the_key_list_is_trusted_only_for_a_bounded_time(database_url: str
         assert cache.lookup(AIR_SECRET) is not None
         timescale.drop_database(admin, name)  # its connections are ended with it
         begin = time.monotonic()
-        while True:
+
+        def refused() -> bool:
             try:
                 cache.lookup(AIR_SECRET)
             except keystore.KeysUnavailable:
-                break
-            assert time.monotonic() - begin < 10, "the stale list was trusted for too long"
-            await asyncio.sleep(0.05)  # polling interval of the condition above
+                return True
+            return False
+
+        await until(refused, "the stale list to stop being trusted", within=10)
         assert time.monotonic() - begin >= 0.5  # served a while from the last good list
     finally:
         reloads.cancel()

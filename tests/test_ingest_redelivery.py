@@ -22,6 +22,7 @@ from ioc.settings import ServiceSettings
 from tests.ingest_keys import MqttLogins, ensure_key, wait_login
 from tests.private_broker import private_broker
 from tests.test_ingest import _free_port, _publish_qos1, air_event
+from tests.waiting import until
 
 
 def _log_text(log: Path) -> str:
@@ -46,12 +47,13 @@ async def _spawn_gateway(env: dict[str, str], log: Path) -> asyncio.subprocess.P
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ingest", env={**os.environ, **env}, stdout=out, stderr=out
         )
-    deadline = time.monotonic() + 30
     try:
-        while len(_gateway_log_events(log, "mqtt_connected")) <= connected:
-            assert proc.returncode is None, _log_text(log)
-            assert time.monotonic() < deadline, _log_text(log)
-            await asyncio.sleep(0.1)  # polling interval of the condition above
+        subscribed = lambda: (  # noqa: E731
+            len(_gateway_log_events(log, "mqtt_connected")) > connected
+            or proc.returncode is not None
+        )
+        await until(subscribed, lambda: _log_text(log), every=0.1)
+        assert proc.returncode is None, _log_text(log)
     except BaseException:
         if proc.returncode is None:
             proc.kill()
@@ -115,10 +117,9 @@ async def test_mqtt_message_unacknowledged_when_the_gateway_dies_is_delivered_af
             broker.down(own)
             held = air_event(f"HELD-{tag}")
             _publish_qos1(mqtt_address, topic, encode(held), device)
-            deadline = time.monotonic() + 90  # aiokafka's request timeout is 40 s
-            while not _gateway_log_events(log, "publish_failed"):
-                assert time.monotonic() < deadline, _log_text(log)
-                await asyncio.sleep(0.2)  # polling interval of the condition above
+            # aiokafka's request timeout is 40 s
+            failed = lambda: _gateway_log_events(log, "publish_failed")  # noqa: E731
+            await until(failed, lambda: _log_text(log), within=90, every=0.2)
             proc.kill()
             assert await proc.wait() == -signal.SIGKILL
             # Kafka is back (empty: in-memory storage); the restarted gateway resumes its

@@ -7,7 +7,6 @@ import asyncio
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from events.health import Check
 from ioc import observability as obs
 from ioc.settings import ServiceSettings
 from streams.alerts.worker import AlertsSettings, AlertsWorker
+from tests.waiting import until, until_sync
 
 # --- events.health -------------------------------------------------------------------
 
@@ -218,18 +218,16 @@ def test_prometheus_runs_the_local_config_and_scrapes_a_component(
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{web_port}/api/v1/query?query=up%7Bjob%3D%22simulator%22%7D%3D%3D1"
-        deadline = time.monotonic() + 60
-        while True:
+
+        def scraped() -> bool:
             assert proc.poll() is None, "prometheus exited"
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
-                    result = orjson.loads(resp.read())["data"]["result"]
-                if result:
-                    break
+                    return bool(orjson.loads(resp.read())["data"]["result"])
             except (OSError, KeyError):
-                pass
-            assert time.monotonic() < deadline, "prometheus did not scrape the simulator"
-            time.sleep(0.5)  # polling interval of the condition above
+                return False
+
+        until_sync(scraped, "prometheus to scrape the simulator", within=60, every=0.5)
         with urllib.request.urlopen(
             f"http://127.0.0.1:{web_port}/api/v1/targets", timeout=5
         ) as resp:
@@ -311,14 +309,14 @@ async def test_storage_is_alive_and_says_why_not_ready_while_the_database_is_not
             return err.code, orjson.loads(err.read())
 
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def serving() -> tuple[int, Any] | None:
             try:
-                alive = await asyncio.to_thread(get, health.HEALTHZ)
-                break
+                return await asyncio.to_thread(get, health.HEALTHZ)
             except OSError:
-                assert time.monotonic() < deadline, "storage did not serve /healthz"
-                await asyncio.sleep(0.1)  # polling interval of the condition above
+                return None  # not listening yet
+
+        alive = await until(serving, "storage to serve /healthz", every=0.1)
         ready = await asyncio.to_thread(get, health.READYZ)
     finally:
         stop.set()

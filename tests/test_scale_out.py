@@ -10,11 +10,10 @@ in production while other tests' records cannot change the counts checked here.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -29,6 +28,7 @@ from events.topics import DOMAINS
 from tests.db_helpers import migrated
 from tests.streams_helpers import T0, air
 from tests.test_streams_integration import PARTITIONS, Topics, Workers, _create, _produce
+from tests.waiting import until
 from ws.app import WsApp
 from ws.settings import WsSettings
 
@@ -38,14 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MIN = 60_000
 STATIONS = 6
 TIMEOUT = 150.0
-
-
-async def _until(condition: Callable[[], object], what: str, within: float = TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not condition():
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)  # polling interval of the condition above
 
 
 async def _commit_at_end(bootstrap: str, group: str, names: list[str]) -> None:
@@ -176,11 +168,9 @@ async def test_two_of_each_component_give_exact_results_and_every_client_every_w
                 members[0] = await _members(bootstrap_servers, groups[kind])
                 return members[0] == 2
 
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 60
-            while not await two():
-                assert loop.time() < end, f"{kind} sinks: {members[0]} members, not 2"
-                await asyncio.sleep(0.5)  # polling interval of the condition above
+            await until(
+                two, lambda m=members, k=kind: f"2 {k} sinks, not {m[0]}", within=60, every=0.5
+            )
 
         # Three minutes of air readings from six stations on every partition, then one
         # reading per partition ten minutes later: the watermark passes the three windows.
@@ -197,27 +187,32 @@ async def test_two_of_each_component_give_exact_results_and_every_client_every_w
 
         # Every client of both push servers holds every final window at its exact count.
         for n, fleet in enumerate(fleets):
-            await _until(lambda f=fleet: gaps(f.states, expected).ok, f"server {n}'s clients")
+            ok = lambda f=fleet: gaps(f.states, expected).ok  # noqa: E731
+            await until(ok, f"server {n}'s clients", within=TIMEOUT, every=0.2)
 
         # The storage processes wrote the windows; the table holds each final exactly.
         conn = await asyncpg.connect(database_url)
         try:
             stored: dict[tuple[str, int], int] = {}
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 60
-            while stored != expected:
-                assert loop.time() < end, {k: (stored.get(k), v) for k, v in expected.items()}
-                await asyncio.sleep(0.5)  # polling interval of the condition above
+
+            async def all_stored() -> bool:
                 rows = await conn.fetch(
                     "SELECT scope, window_start, count FROM kpi_windows "
                     "WHERE kpi = 'air.pm25.avg' AND scope = ANY($1::text[]) AND final "
                     "AND window_end - window_start = interval '1 minute'",
                     [f"station:{s}" for s in stations],
                 )
-                stored = {
-                    (r["scope"][8:], int(r["window_start"].timestamp() * 1000)): r["count"]
-                    for r in rows
-                }
+                stored.clear()
+                stored.update(
+                    {
+                        (r["scope"][8:], int(r["window_start"].timestamp() * 1000)): r["count"]
+                        for r in rows
+                    }
+                )
+                return stored == expected
+
+            diff = lambda: {k: (stored.get(k), v) for k, v in expected.items()}  # noqa: E731
+            await until(all_stored, diff, within=60, every=0.5)
         finally:
             await conn.close()
         assert all(p.poll() is None for p in sinks.procs + workers.procs)

@@ -27,6 +27,7 @@ from simulators.runner import run_worker
 from simulators.settings import SimulatorSettings
 from tests.ingest_keys import AIR_SECRET, ALL_KEY, ALL_SECRET, MqttLogins, ensure_test_keys
 from tests.test_ingest import _free_port, _wait_healthy
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -105,17 +106,14 @@ async def test_the_simulator_publishes_over_mqtt_as_a_keys_device(
     )
     progress = await asyncio.to_thread(run_worker, settings)
     assert progress.sent > 300 and progress.failed == 0 and progress.acked == progress.sent
+
     # Mosquitto acknowledged them; the gateway forwards each to Kafka.
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 60
-    while True:
+    async def landed() -> int | None:
         after = await _event_topic_ends(bootstrap_servers)
-        landed = sum(after[tp] - before.get(tp, 0) for tp in after)
-        if landed >= progress.acked:
-            break
-        assert loop.time() < end, (landed, progress.acked)
-        await asyncio.sleep(0.2)  # polling interval of the condition above
-    assert landed == progress.acked
+        n = sum(after[tp] - before.get(tp, 0) for tp in after)
+        return n if n >= progress.acked else None
+
+    assert await until(landed, f"{progress.acked} records", within=60, every=0.2) == progress.acked
     # A wrong secret is refused at connect, with the reason.
     wrong = settings.model_copy(update={"ingest_key": "not-the-secret"})
     with pytest.raises(ServiceError, match="Mosquitto refused the login 'test-all'"):

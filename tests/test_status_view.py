@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -20,6 +19,7 @@ from rich.console import Console
 from ioc.component_output import LogFiles, PrefixedLines, StatusBoard, Tee, problem_of
 from ioc.status_view import MetricsProbe, render
 from ioc.supervisor import Component, Supervisor
+from tests.waiting import until
 
 WARNING = orjson.dumps(
     {"event": "dead_letters", "level": "warning", "count": 3, "timestamp": "t", "logger": "x"}
@@ -114,14 +114,6 @@ _CRASHY = (
 )
 
 
-async def _until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not condition():
-        assert loop.time() < end, what
-        await asyncio.sleep(0.05)  # polling interval of the condition above
-
-
 async def test_the_supervisor_feeds_the_board_and_the_log_files(tmp_path: Path) -> None:
     board = StatusBoard(["crashy"])
     files = LogFiles(tmp_path, ["crashy"])
@@ -132,7 +124,7 @@ async def test_the_supervisor_feeds_the_board_and_the_log_files(tmp_path: Path) 
     )
     run = asyncio.create_task(sup.run())
     try:
-        await _until(lambda: board.rows["crashy"].restarts >= 2, "two restarts")
+        await until(lambda: board.rows["crashy"].restarts >= 2, "two restarts")
     finally:
         sup.stop()
         await run
@@ -177,10 +169,10 @@ async def test_ioc_logs_follows_through_a_rotation(tmp_path: Path) -> None:
 
     reader = asyncio.create_task(read())
     try:
-        await _until(lambda: "old 4" in seen, "the existing line")
+        await until(lambda: "old 4" in seen, "the existing line")
         for i in range(40):  # 40 x 18 bytes: past the 400-byte bound, a rotation
             files.line("streams", f"new {i:02d} " + "-" * 10)
-            await _until(lambda i=i: any(s.startswith(f"new {i:02d}") for s in seen), f"new {i}")
+            await until(lambda i=i: any(s.startswith(f"new {i:02d}") for s in seen), f"new {i}")
         assert (tmp_path / "logs" / "streams.log.1").exists()
     finally:
         proc.terminate()

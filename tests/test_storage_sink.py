@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from storage.service import health_app, run_storage, sink_specs
 from storage.settings import StorageSettings
 from storage.sink import Sink
 from streams.state import read_to_end
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -73,21 +74,8 @@ def air_event(station: str, i: int, when: datetime) -> bytes:
     )
 
 
-@pytest.fixture
-async def producer(bootstrap_servers: str) -> AsyncIterator[AIOKafkaProducer]:
-    prod = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
-    await prod.start()
-    yield prod
-    await prod.stop()
-
-
 async def _wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+    await until(predicate, what, within=within_s, every=0.3)
 
 
 async def _dead_letters(
@@ -341,20 +329,23 @@ async def test_database_outage_pauses_and_resumes_without_loss_or_duplicates(
         finally:
             await conn.close()
         await asyncio.to_thread(timescale.down, service_settings)
-        outage_end = time.monotonic() + 30
         health_during_outage: list[int] = []
         failing: set[str] = set()  # checks seen failing
         async with aiohttp.ClientSession() as http:
-            while time.monotonic() < outage_end:
+            # The database stays down until the sink has paused and /readyz said why.
+            async def outage_seen() -> bool:
+                nonlocal paused_seen
                 paused_seen = paused_seen or sink.health.paused_since is not None
                 async with http.get(f"http://127.0.0.1:{health_port}/readyz") as resp:
                     body = await resp.json()
                     health.validate(health.READYZ, resp.status, body)
                     health_during_outage.append(resp.status)
-                    failing |= {n for n, c in body["checks"].items() if not c["ok"]}
+                    failing.update(n for n, c in body["checks"].items() if not c["ok"])
                 async with http.get(f"http://127.0.0.1:{health_port}/healthz") as resp:
                     assert resp.status == 200  # alive throughout
-                await asyncio.sleep(0.2)  # polling interval
+                return paused_seen and {"database", "sink_raw"} <= failing
+
+            await until(outage_seen, "the sink to pause and /readyz to say so", every=0.2)
         await asyncio.to_thread(_timescale_up, service_settings)
         await production
         conn = await asyncpg.connect(database_url)

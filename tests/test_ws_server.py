@@ -28,6 +28,7 @@ from storage import writers
 from storage.rows import alert_row, kpi_row
 from tests.db_helpers import migrated, open_alerts
 from tests.private_broker import free_port, private_broker
+from tests.waiting import until
 from ws.app import WsApp
 from ws.protocol import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_SLOW_CLIENT
 from ws.settings import WsSettings
@@ -697,11 +698,11 @@ async def test_chaos_clients_resume_through_a_restart_with_every_final_window(
             for s in stations
             for o in (-6, -5)
         }
-        loop = asyncio.get_running_loop()
-        end = loop.time() + TIMEOUT
-        while not all(opened <= st.windows.keys() for st in fleet.states):
-            assert loop.time() < end, [len(opened - st.windows.keys()) for st in fleet.states]
-            await asyncio.sleep(0.05)  # polling interval of the condition above
+        await until(
+            lambda: all(opened <= st.windows.keys() for st in fleet.states),
+            lambda: [len(opened - st.windows.keys()) for st in fleet.states],
+            TIMEOUT,
+        )
         await first.stop()
         down_at = time.monotonic()
         # While the server is down: finals on the stream, and some only in the database.
@@ -725,10 +726,11 @@ async def test_chaos_clients_resume_through_a_restart_with_every_final_window(
                 for s in stations
                 for o, n in ((-6, 4), (-5, 3), (-4, 2))
             }
-            end = loop.time() + TIMEOUT
-            while not gaps(fleet.states, finals).ok:
-                assert loop.time() < end, gaps(fleet.states, finals).details
-                await asyncio.sleep(0.05)  # polling interval of the condition above
+            await until(
+                lambda: gaps(fleet.states, finals).ok,
+                lambda: gaps(fleet.states, finals).details,
+                TIMEOUT,
+            )
             assert all(st.frames["resync:other_server"] == 2 for st in fleet.states)
         finally:
             await second.stop()

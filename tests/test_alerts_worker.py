@@ -297,12 +297,15 @@ async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Pro
 
 
 async def send_kpis_noting_offsets(
-    producer: AIOKafkaProducer, records: list[KpiRecord]
+    producer: AIOKafkaProducer, records: list[KpiRecord], partition: int | None = None
 ) -> dict[TopicPartition, int]:
-    """Like ``send_kpis``; returns, per partition, the offset just after our last record."""
+    """Like ``send_kpis`` (into ``partition`` if given, else by key); returns, per
+    partition, the offset just after our last record."""
     ends: dict[TopicPartition, int] = {}
     for rec in records:
-        meta = await producer.send_and_wait(topics.KPI, rec.to_json(), key=rec.key.encode())
+        meta = await producer.send_and_wait(
+            topics.KPI, rec.to_json(), key=rec.key.encode(), partition=partition
+        )
         tp = TopicPartition(meta.topic, meta.partition)
         ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
     return ends
@@ -355,8 +358,10 @@ async def test_worker_recovers_after_sigkill(
 
         # Nine windows above the threshold, then the worker dies without a goodbye.
         proc = await spawn_worker(env, log)
+        # All in partition 0: the tenth goes to partition 1, where this group has read
+        # nothing yet (keys carry the window, so a subject's windows spread like this).
         nine = await send_kpis_noting_offsets(
-            producer, [aqi(subject, start, m, 170) for m in range(9)]
+            producer, [aqi(subject, start, m, 170) for m in range(9)], partition=0
         )
         # Killed only once it has applied and committed them: they are history now, that
         # only the recovery replay can bring back.
@@ -365,7 +370,7 @@ async def test_worker_recovers_after_sigkill(
         await proc.wait()
         assert len(log_events(log, "recovered")) == 1
         # The tenth window arrives while it is down; the restarted worker still sees ten.
-        await send_kpis(producer, [aqi(subject, start, 9, 171)])
+        await send_kpis_noting_offsets(producer, [aqi(subject, start, 9, 171)], partition=1)
         proc = await spawn_worker(env, log)
         raised = [AlertRecord.from_json(r) for r in await alerts.take(ours, 1)]
         # The worker's own account (recovery, replayed counts, alerts) when it did not raise.

@@ -8,7 +8,10 @@ deterministic alert ids make a re-delivered batch produce the same records again
 Recovery after a restart: the KPI partitions are re-read from ``alerts_replay_records``
 before the committed offsets with outputs discarded (rebuilds durations, rate history and
 last-seen times), then the latest state of every alert from the compacted ``ioc.alerts``
-topic is adopted, then live processing continues from the committed offsets.
+topic is adopted, then live processing continues from the committed offsets. A partition
+the group has no commit for starts at its end (older windows and commands are history),
+and that position is committed before live processing, so a record arriving there while
+the worker is down is still live after a restart.
 
 The engine state is global (a (rule, subject) spans ``ioc.kpi`` partitions), so the worker
 assigns itself every partition and runs as a single instance; the consumer group only
@@ -174,12 +177,22 @@ class AlertsWorker:
         starts = await consumer.beginning_offsets(kpi_parts + cmd_parts)
         ends = await consumer.end_offsets(kpi_parts + cmd_parts)
         live_from: dict[TopicPartition, int] = {}
+        first_seen: dict[TopicPartition, int] = {}
         for tp in kpi_parts + cmd_parts:
             committed = await consumer.committed(tp)
-            # A new group starts at the end: old commands and windows are history.
-            live_from[tp] = ends[tp] if committed is None else committed
+            if committed is None:
+                # A new group starts at the end: old commands and windows are history.
+                live_from[tp] = first_seen[tp] = ends[tp]
+            else:
+                live_from[tp] = committed
             replay = self.settings.alerts_replay_records if tp.topic == topics.KPI else 0
             consumer.seek(tp, max(starts[tp], live_from[tp] - replay))
+        if first_seen:
+            # ...and that start is committed at once. Keys spread a subject's windows (and
+            # commands) over partitions, so some partition may receive nothing before a
+            # crash; without a commit there, the next start would take it for a new
+            # group's and skip, as history, what arrived in it while the worker was down.
+            await consumer.commit(first_seen)
         consumer.pause(*cmd_parts)
         begin = time.perf_counter()
         pending: list[ConsumerRecord[bytes, bytes]] = []

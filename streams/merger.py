@@ -25,6 +25,7 @@ it again. Every other window goes on.
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,10 +36,13 @@ from events.records import KpiRecord
 from streams.aggregator import EngineConfig, PaneUpdate, WatermarkReport
 from streams.kpis import LATE_KPI_DOMAIN, CompiledKpi, KpiIndex
 from streams.partials import Partial
+from streams.schedule import DueIndex
 from streams.windows import WindowAssigner, combined_watermark
 
 CellKey = tuple[str, str]  # (kpi, scope)
 WindowKey = tuple[str, str, int, int]  # (kpi, scope, size s (catalogue), start ms)
+SeriesKey = tuple[str, str, int]  # (kpi, scope, size s): the windows of one hopping series
+PaneKey = tuple[str, str, int]  # (kpi, scope, pane start ms)
 
 
 @dataclass(slots=True)
@@ -82,6 +86,21 @@ class KpiMerger:
         # Windows that raised while being built: window -> why (kept until they expire).
         self.quarantined: dict[WindowKey, str] = {}
         self._failures: list[tuple[WindowKey, str]] = []
+        # What a flush looks at, so its cost follows the changes, not the open windows:
+        # windows that may emit a live value or a late correction,
+        self._candidates: dict[WindowKey, None] = {}  # a set in insertion order
+        # windows not yet final, due when their topic's watermark passes their end,
+        self._closing: DueIndex[WindowKey] = DueIndex()
+        # final windows, due to be forgotten at end + grace,
+        self._expiring: DueIndex[WindowKey] = DueIndex()
+        # pane cells, due to be forgotten once no window holds them any more,
+        self._forgettable: DueIndex[PaneKey] = DueIndex()
+        # the starts of every window of each hopping series, sorted (which one is open
+        # and closes next: the only one with live values),
+        self._series: dict[SeriesKey, list[int]] = {}
+        # and what a restored snapshot holds of KPIs no longer in the catalogue.
+        self._orphan_windows: list[WindowKey] = []
+        self._orphan_cells: set[CellKey] = set()
 
     def _assigner(self, size_s: int) -> WindowAssigner:
         a = self.assigners.get(size_s)
@@ -102,7 +121,11 @@ class KpiMerger:
             (size, self._assigner(size).windows_for_span(u.pane_ms, pane_end))
             for size in ck.windows
         ]
-        cell = self.panes.setdefault((u.kpi, u.scope), {}).setdefault(u.pane_ms, {})
+        cells = self.panes.setdefault((u.kpi, u.scope), {})
+        cell = cells.get(u.pane_ms)
+        if cell is None:
+            cell = cells[u.pane_ms] = {}
+            self._schedule_forget(ck, (u.kpi, u.scope, u.pane_ms))
         held = cell.get(u.source)
         if held is not None and held[0] > u.version:
             return  # an older state (a zombie or a replay): the newer one stays
@@ -117,7 +140,36 @@ class KpiMerger:
                 if ws is None:
                     floor = self.revision_floor.get((u.kpi, u.scope), 0)
                     ws = self.windows[wk] = WindowState(revision=floor)
+                    self._index_window(ck, wk, ws)
                 ws.dirty = True
+                self._candidates[wk] = None
+
+    def _index_window(self, ck: CompiledKpi, wk: WindowKey, ws: WindowState) -> None:
+        kpi, scope, size, start = wk
+        assigner = self._assigner(size)
+        topic = self._topic_of(ck)
+        if ws.final:
+            self._expiring.add(topic, assigner.end(start) + self.config.grace_ms, wk)
+        else:
+            self._closing.add(topic, assigner.end(start), wk)
+        if not assigner.tumbling:
+            bisect.insort(self._series.setdefault((kpi, scope, size), []), start)
+
+    def _drop_window(self, wk: WindowKey) -> None:
+        del self.windows[wk]
+        self._candidates.pop(wk, None)
+        kpi, scope, size, start = wk
+        starts = self._series.get((kpi, scope, size))
+        if starts is not None:
+            starts.remove(start)
+            if not starts:
+                del self._series[(kpi, scope, size)]
+
+    def _schedule_forget(self, ck: CompiledKpi, pane: PaneKey) -> None:
+        # A pane is kept while a window holding it may still change: until the longest
+        # window that holds it is past the grace.
+        longest = max(self._assigner(s).size_ms for s in ck.windows)
+        self._forgettable.add(self._topic_of(ck), pane[2] + longest + self.config.grace_ms, pane)
 
     def apply_watermark(self, r: WatermarkReport) -> None:
         held = self.marks.get(r.source)
@@ -184,56 +236,96 @@ class KpiMerger:
 
     def flush(self, now: float | None = None) -> list[KpiRecord]:
         """Records due now: finals whose window the watermark passed, late re-emissions
-        and throttled live values. Also forgets windows and panes past the grace."""
+        and throttled live values. Also forgets windows and panes past the grace.
+
+        Looks only at what may be due (see the indexes in ``__init__``): the windows
+        whose end a watermark passed, and the windows changed since they last emitted.
+        """
         now = time.monotonic() if now is None else now
         wms = self.topic_watermarks()
         interval = self.config.live_interval_s
-        grace = self.config.grace_ms
         out: list[KpiRecord] = []
-        expired: list[WindowKey] = []
-        by_id = self.index.by_id
-        live_hopping = self._live_hopping_windows(wms)
-        for wk, ws in self.windows.items():
-            kpi, _scope, size, start = wk
-            ck = by_id.get(kpi)
-            if ck is None:
-                expired.append(wk)
+        for wk in self._orphan_windows:
+            if wk in self.windows:
+                self._drop_window(wk)
+        self._orphan_windows.clear()
+        # Finals, earliest end first.
+        closed_series: set[SeriesKey] = set()
+        for wk in self._closing.pop_due(wms):
+            ws = self.windows.get(wk)
+            if ws is None or ws.final:
+                continue  # expired and gone, or the entry of an earlier life of it
+            ws.final = True
+            ws.dirty = False
+            ws.last_emit = now
+            self._emit(wk, ws, out)
+            if wk in self.windows:
+                self._expiring.add(
+                    self._topic_of(self.index.by_id[wk[0]]),
+                    self._assigner(wk[2]).end(wk[3]) + self.config.grace_ms,
+                    wk,
+                )
+                if not self._assigner(wk[2]).tumbling:
+                    closed_series.add((wk[0], wk[1], wk[2]))
+        # A hopping series whose open window closed has a new one that closes next: if it
+        # changed while it was not the next, its live value is due now.
+        for series in closed_series:
+            nxt = self._next_open(series, wms)
+            if nxt is not None and self.windows[nxt].dirty:
+                self._candidates[nxt] = None
+        # Live values of open windows, late corrections of final ones, at most once per
+        # interval each (a window not due yet stays a candidate).
+        candidates, self._candidates = self._candidates, {}
+        for wk in candidates:
+            ws = self.windows.get(wk)
+            if ws is None or not ws.dirty:
                 continue
-            wm = wms.get(self._topic_of(ck))
-            end = self._assigner(size).end(start)
-            closed = wm is not None and wm >= end
-            try:
-                if closed and not ws.final:
-                    ws.final = True
-                    ws.dirty = False
-                    ws.last_emit = now
-                    out.append(self._record(wk, ws, final=True))
-                elif (
-                    ws.dirty
-                    and now - ws.last_emit >= interval
-                    and (ws.final or self._assigner(size).tumbling or wk in live_hopping)
-                ):
-                    # live value of an open window, or a late update of a final one
-                    ws.dirty = False
-                    ws.last_emit = now
-                    out.append(self._record(wk, ws, final=ws.final))
-            except Exception as exc:
-                why = describe_exception(exc)
-                self.quarantined[wk] = why
-                self._failures.append((wk, why))
-                expired.append(wk)
+            size = wk[2]
+            hopping_open = not (ws.final or self._assigner(size).tumbling)
+            if hopping_open and self._next_open((wk[0], wk[1], size), wms) != wk:
+                continue  # not the hopping window a wall shows; its final will come
+            if now - ws.last_emit < interval:
+                self._candidates[wk] = None
                 continue
-            if ws.final and not ws.dirty and wm is not None and wm >= end + grace:
-                expired.append(wk)
-        for wk in expired:
-            del self.windows[wk]
+            ws.dirty = False
+            ws.last_emit = now
+            self._emit(wk, ws, out)
+        # Final windows past the grace are forgotten, once their last correction is out.
+        retry: list[WindowKey] = []
+        for wk in self._expiring.pop_due(wms):
+            ws = self.windows.get(wk)
+            if ws is None or not ws.final:
+                continue
+            if ws.dirty:
+                retry.append(wk)  # a correction waits for its interval: expire after it
+                continue
+            self._drop_window(wk)
+        for wk in retry:
+            self._expiring.add(self._topic_of(self.index.by_id[wk[0]]), 0, wk)
         self._expire_quarantine(wms)
         self._forget_panes(wms)
         self.emitted += len(out)
         return out
 
-    def _live_hopping_windows(self, wms: dict[str, int | None]) -> set[WindowKey]:
-        """Per (kpi, scope, size) of a hopping window, the open window that closes next.
+    def _emit(self, wk: WindowKey, ws: WindowState, out: list[KpiRecord]) -> None:
+        """Append the window's record; a window whose record cannot be built is
+        quarantined (dead-lettered by the adapter) and forgotten."""
+        try:
+            out.append(self._record(wk, ws, final=ws.final))
+        except Exception as exc:
+            why = describe_exception(exc)
+            self.quarantined[wk] = why
+            self._failures.append((wk, why))
+            self._drop_window(wk)
+            kpi, scope, size, _start = wk
+            if not self._assigner(size).tumbling:
+                # it may have been the series' open window: the next one takes its place
+                self._candidates.update(
+                    ((kpi, scope, size, s), None) for s in self._series.get((kpi, scope, size), ())
+                )
+
+    def _next_open(self, series: SeriesKey, wms: dict[str, int | None]) -> WindowKey | None:
+        """The open window of a hopping series that closes next.
 
         A new event changes every overlapping hopping window that holds its pane (15 for
         15 min advancing 1 min). Only the one that closes next, the "last 15 minutes" a
@@ -241,20 +333,15 @@ class KpiMerger:
         (and late corrections) when the watermark passes its end. That keeps live
         traffic at one record per (kpi, scope, size) and interval instead of 15.
         """
-        nearest: dict[tuple[str, str, int], int] = {}
-        for kpi, scope, size, start in self.windows:
-            assigner = self.assigners.get(size)
-            if assigner is None or assigner.tumbling:
-                continue
-            ck = self.index.by_id.get(kpi)
-            wm = wms.get(self._topic_of(ck)) if ck is not None else None
-            if wm is not None and assigner.end(start) <= wm:
-                continue  # closed: its final is due, not a live value
-            key = (kpi, scope, size)
-            held = nearest.get(key)
-            if held is None or start < held:
-                nearest[key] = start
-        return {(kpi, scope, size, start) for (kpi, scope, size), start in nearest.items()}
+        starts = self._series.get(series)
+        if not starts:
+            return None
+        kpi, scope, size = series
+        ck = self.index.by_id.get(kpi)
+        wm = wms.get(self._topic_of(ck)) if ck is not None else None
+        # open: end > wm, i.e. start > wm - size
+        i = 0 if wm is None else bisect.bisect_right(starts, wm - self._assigner(size).size_ms)
+        return (kpi, scope, size, starts[i]) if i < len(starts) else None
 
     def take_failures(self) -> list[tuple[WindowKey, str]]:
         """Windows quarantined since the last call, with why (for dead letters)."""
@@ -271,21 +358,16 @@ class KpiMerger:
                 del self.quarantined[wk]
 
     def _forget_panes(self, wms: dict[str, int | None]) -> None:
-        grace = self.config.grace_ms
-        for (kpi, scope), cells in list(self.panes.items()):
-            ck = self.index.by_id.get(kpi)
-            wm = None if ck is None else wms.get(self._topic_of(ck))
-            if ck is None:
-                del self.panes[(kpi, scope)]
-                self.revision_floor.pop((kpi, scope), None)
-                continue
-            if wm is None:
-                continue
-            longest = max(self._assigner(s).size_ms for s in ck.windows)
-            for pane in [p for p in cells if p + longest + grace <= wm]:
-                del cells[pane]
-                self.forgotten.add((kpi, scope, pane))
-                self.changed.discard((kpi, scope, pane))
+        for cell_key in self._orphan_cells:
+            self.panes.pop(cell_key, None)
+            self.revision_floor.pop(cell_key, None)
+        self._orphan_cells.clear()
+        for kpi, scope, pane in self._forgettable.pop_due(wms):
+            cells = self.panes.get((kpi, scope))
+            if cells is None or cells.pop(pane, None) is None:
+                continue  # already forgotten (an entry of an earlier life of the cell)
+            self.forgotten.add((kpi, scope, pane))
+            self.changed.discard((kpi, scope, pane))
             if not cells:
                 del self.panes[(kpi, scope)]
 
@@ -342,6 +424,18 @@ class KpiMerger:
             for k, s, size, start, why in snap.get("quarantined", [])
         }
         self.topic_partitions = {t: int(n) for t, n in snap.get("topic_partitions", {}).items()}
+        for due in (self._closing, self._expiring):
+            due.clear()
+        self._series.clear()
+        self._candidates.clear()
+        for wk, ws in self.windows.items():
+            ck = self.index.by_id.get(wk[0])
+            if ck is None:
+                self._orphan_windows.append(wk)  # a KPI since removed: forgotten at flush
+                continue
+            self._index_window(ck, wk, ws)
+            if ws.dirty:
+                self._candidates[wk] = None
 
     def bump_revisions(self, n: int) -> None:
         """After a restore: revisions emitted after the snapshot (at most ``n`` per
@@ -352,6 +446,11 @@ class KpiMerger:
             self.revision_floor[cell] += n
 
     def restore_cell(self, kpi: str, scope: str, pane: int, state: dict[str, Any]) -> None:
+        ck = self.index.by_id.get(kpi)
+        if ck is None:
+            self._orphan_cells.add((kpi, scope))  # a KPI since removed: forgotten at flush
+        else:
+            self._schedule_forget(ck, (kpi, scope, pane))
         cell = self.panes.setdefault((kpi, scope), {}).setdefault(pane, {})
         for src, (v, d) in state.items():
             cell[src] = (int(v), Partial.from_dict(d))

@@ -43,10 +43,13 @@ from faust.types import TP
 from events.topics import DOMAINS
 from streams.faust_consumer import BatchConsumer, BatchTransport
 from streams.kpis import KpiIndex
+from streams.observability import PhaseTimer
 from streams.settings import StreamsSettings
 from streams.worker import Worker
 
 log = structlog.get_logger("streams")
+# A loop phase at least this long is logged (phase.slow).
+SLOW_PHASE_S = 0.5
 
 # Period of the app timer that publishes, checkpoints and flushes when no batch arrives.
 TICK_S = 0.1
@@ -126,8 +129,7 @@ class FaustStreamsHost(Worker):
         self._catching_up = False
         self._last_batch = now
         self._merge_dirty = False  # input or output since the last stage-2 snapshot
-        phases = ("apply", "publish", "checkpoint", "flush")
-        self._phase = {p: self.metrics.phase_seconds.labels(p) for p in phases}
+        self._spent = PhaseTimer(self.metrics.phase_seconds, SLOW_PHASE_S)
 
     # -- called by BatchConsumer --------------------------------------------------------
 
@@ -156,7 +158,7 @@ class FaustStreamsHost(Worker):
                 return  # after the final checkpoint: the next owner reads these again
             started = time.perf_counter()
             await self._apply(records)
-            self._phase["apply"].inc(time.perf_counter() - started)
+            self._spent("apply", started, records=sum(len(r) for r in records.values()))
             await self._tick()
 
     # -- batch application (the loop bodies of EventStage.run / MergeStage.run) ----------
@@ -185,22 +187,23 @@ class FaustStreamsHost(Worker):
             self.events._lag()
             self._next_checkpoint = now + s.checkpoint_interval_s
             self._next_publish = now + s.publish_interval_s
-            self._phase["checkpoint"].inc(time.perf_counter() - started)
+            self._spent("checkpoint", started)
         elif now >= self._next_publish and not self._catching_up:
             await self.events.publish()
             self._next_publish = now + s.publish_interval_s
-            self._phase["publish"].inc(time.perf_counter() - started)
+            self._spent("publish", started)
         if now >= self._next_flush:
             started = time.perf_counter()
             # Snapshots only when something changed: an idle merger stays quiet.
             snapshot = self._merge_dirty and now >= self._next_merge_checkpoint
-            if await self.merge.flush(force_snapshot=snapshot):
+            emitted = await self.merge.flush(force_snapshot=snapshot)
+            if emitted:
                 self._merge_dirty = True
             if snapshot:
                 self._merge_dirty = False
                 self._next_merge_checkpoint = now + s.checkpoint_interval_s
             self._next_flush = now + s.flush_interval_s
-            self._phase["flush"].inc(time.perf_counter() - started)
+            self._spent("flush", started, records=emitted, snapshot=snapshot)
 
     async def on_timer(self) -> None:
         """App timer: publish/checkpoint/flush also while no batch arrives."""

@@ -3,6 +3,9 @@ worker, served over HTTP (aiohttp)."""
 
 from __future__ import annotations
 
+import time
+
+import structlog
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -13,6 +16,30 @@ from prometheus_client import (
 )
 
 from events.health import Checks, add_aiohttp_routes
+
+log = structlog.get_logger("streams")
+
+
+class PhaseTimer:
+    """Counts the seconds of each phase of the Faust host's one loop
+    (``ioc_streams_phase_seconds``) and logs a long one (``phase.slow``): while it runs,
+    nothing else does, and events waiting meanwhile reach the wall that much later."""
+
+    def __init__(self, seconds: Counter, slow_s: float) -> None:
+        self._seconds = seconds
+        self._by_phase: dict[str, Counter] = {}
+        self.slow_s = slow_s
+
+    def __call__(self, phase: str, started: float, **about: object) -> float:
+        """``started``: ``time.perf_counter()`` when the phase began; returns its seconds."""
+        took = time.perf_counter() - started
+        counter = self._by_phase.get(phase)
+        if counter is None:
+            counter = self._by_phase[phase] = self._seconds.labels(phase)
+        counter.inc(took)
+        if took >= self.slow_s:
+            log.info("phase.slow", phase=phase, seconds=round(took, 3), **about)
+        return took
 
 
 class StreamsMetrics:

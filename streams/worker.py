@@ -50,6 +50,7 @@ from streams.adapters import (
 )
 from streams.aggregator import COMPONENT, PartitionAggregator
 from streams.checkpoint import Checkpoint, OffsetTracker, run_checkpoint
+from streams.gc_pauses import GcPauses, HeapSettler
 from streams.kpis import KpiIndex
 from streams.merger import KpiMerger
 from streams.observability import StreamsMetrics, serve
@@ -98,6 +99,7 @@ class EventStage:
         self.lags: dict[TopicPartition, int] = {}
         # Input counters per topic, labelled once (a label lookup per batch costs a lock).
         self._input: dict[str, Any] = {}
+        self.after_checkpoint: Callable[[], None] | None = None  # HeapSettler.settle
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
         snaps = await load_snapshots(self.settings, b"events|", raw=is_ids_key)
@@ -177,6 +179,8 @@ class EventStage:
 
         if await run_checkpoint(self.tracker, store, self.consumer.commit, only=only):
             self.metrics.checkpoints.inc()
+        if self.after_checkpoint is not None:
+            self.after_checkpoint()
 
     def _refetch(self, tp: TopicPartition, offset: int) -> None:
         refetch(self.consumer, tp, offset)
@@ -439,6 +443,8 @@ class Worker:
         self.settings = settings
         self.index = index or KpiIndex.from_catalogue()
         self.metrics = StreamsMetrics()
+        self.gc_pauses = GcPauses(self.metrics.registry)
+        self.heap = HeapSettler()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             **producer_options(settings.bootstrap_servers),
@@ -449,6 +455,7 @@ class Worker:
         )
         self.events = EventStage(settings, self.index, self.producer, self.metrics)
         self.merge = MergeStage(settings, self.index, self.producer, self.metrics)
+        self.events.after_checkpoint = self.heap.settle
 
     def progress(self) -> dict[str, Any]:
         """What the worker holds now (the terminal's progress line)."""
@@ -497,9 +504,11 @@ class Worker:
             bootstrap=s.bootstrap_servers,
             http_port=s.http_port,
         )
+        self.gc_pauses.install()
         try:
             await self._drive(stop)
         finally:
+            self.gc_pauses.uninstall()
             await self.producer.stop()
             if runner is not None:
                 await runner.cleanup()

@@ -22,6 +22,7 @@ from events.brokers import refresh_metadata
 from events.records import AlertCommand, AlertRecord, DeadLetter, KpiRecord
 from streams.alerts.worker import AlertsSettings, AlertsWorker
 from tests.streams_helpers import json_log_events
+from tests.waiting import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -284,16 +285,23 @@ async def spawn_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Pro
         )  # fmt: skip
     _SPAWNED.append(proc)
     url = f"http://127.0.0.1:{env['IOC_ALERTS_HTTP_PORT']}/readyz"
+
     async with aiohttp.ClientSession() as http:
-        for _ in range(150):
+
+        async def ready() -> bool:
+            assert proc.returncode is None, read_log(log)  # it died: say why
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return proc
-            assert proc.returncode is None, read_log(log)
-            await asyncio.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"worker not ready: {read_log(log)}")
+                    return resp.status == 200
+            return False
+
+        try:
+            await until(ready, lambda: f"the worker to be ready: {read_log(log)}", within=30)
+        except AssertionError:
+            with contextlib.suppress(ProcessLookupError):  # it may have died already
+                proc.kill()
+            raise
+    return proc
 
 
 async def send_kpis_noting_offsets(
@@ -318,14 +326,14 @@ async def wait_committed(
     committed those records)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
     await consumer.start()
+    committed: dict[TopicPartition, int | None] = {}
+
+    async def reached() -> bool:
+        committed.update({tp: await consumer.committed(tp) for tp in ends})
+        return all(c is not None and c >= ends[tp] for tp, c in committed.items())
+
     try:
-        deadline = asyncio.get_running_loop().time() + wait_s
-        while True:
-            committed = {tp: await consumer.committed(tp) for tp in ends}
-            if all(c is not None and c >= ends[tp] for tp, c in committed.items()):
-                return
-            assert asyncio.get_running_loop().time() < deadline, (committed, ends)
-            await asyncio.sleep(0.1)  # polling interval of the condition above
+        await until(reached, lambda: f"commits {committed} to reach {ends}", within=wait_s)
     finally:
         await consumer.stop()
 

@@ -9,9 +9,7 @@ import asyncio
 import io
 import os
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from ioc.services import broker
 from ioc.supervisor import Component, Supervisor, python_module
 from tests.private_broker import free_port, private_broker
 from tests.test_wall_browser import CHROMIUM_ARGS
+from tests.waiting import until
 from ws.app import WsApp
 from ws.notice import broker_restart_notice
 from ws.settings import WsSettings
@@ -139,7 +138,9 @@ async def test_a_pause_stops_the_sources_first_runs_the_action_then_starts_every
     run = asyncio.create_task(sup.run())
     try:
         pid_files = [Path(f"{out}.sink"), Path(f"{out}.source")]
-        await _until(lambda: all(p.exists() and p.read_text() for p in pid_files), 30, "starts")
+        await until(
+            lambda: all(p.exists() and p.read_text() for p in pid_files), "starts", within=30
+        )
         first = {p.name: p.read_text() for p in pid_files}
         for p in pid_files:
             p.unlink()
@@ -151,7 +152,9 @@ async def test_a_pause_stops_the_sources_first_runs_the_action_then_starts_every
         await sup.pause(action)
         assert seen == [(None, None)]  # nothing ran during the action
         assert out.read_text().split("\n")[:2] == ["source False", "sink True"]
-        await _until(lambda: all(p.exists() and p.read_text() for p in pid_files), 30, "restarts")
+        await until(
+            lambda: all(p.exists() and p.read_text() for p in pid_files), "restarts", within=30
+        )
         assert {p.name: p.read_text() for p in pid_files} != first
         assert "exited with" not in console.getvalue()  # a pause is not a crash
     finally:
@@ -160,19 +163,6 @@ async def test_a_pause_stops_the_sources_first_runs_the_action_then_starts_every
 
 
 # --- the real thing -----------------------------------------------------------------------
-
-
-async def _until(condition: Callable[[], Any], within_s: float, what: str) -> Any:
-    deadline = time.monotonic() + within_s
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within_s} s waiting for {what}")
-        await asyncio.sleep(0.1)  # polling interval of the condition above
 
 
 async def _healthy(url: str) -> bool:
@@ -270,7 +260,7 @@ async def test_tansu_over_its_cap_is_restarted_with_its_topics_and_the_wall_says
         run = asyncio.create_task(sup.run())
         try:
             health = f"http://127.0.0.1:{ws_port}/readyz"
-            await _until(lambda: _healthy(health), 60, "the push server to serve")
+            await until(lambda: _healthy(health), "the push server to serve", within=60)
             before = (sup.pid("ws"), sup.pid("source"))
             # No restart yet, so no notice: the welcome comes alone.
             uri = f"ws://127.0.0.1:{ws_port}/ws?token=wall-viewer"
@@ -280,7 +270,7 @@ async def test_tansu_over_its_cap_is_restarted_with_its_topics_and_the_wall_says
                     await asyncio.wait_for(ws.recv(), 0.5)
 
             await _fill(settings.bootstrap_servers, pid, guard.cap.cap_bytes)
-            await _until(lambda: guard.count >= 1, 60, "the guard to restart the broker")
+            await until(lambda: guard.count >= 1, "the guard to restart the broker", within=60)
 
             # A new broker process, far below the cap, with every topic again.
             new_pid = broker.tansu_pid(settings)
@@ -296,7 +286,7 @@ async def test_tansu_over_its_cap_is_restarted_with_its_topics_and_the_wall_says
             assert await _round_trip(settings.bootstrap_servers) is not None
 
             # Every component was stopped and started again (new pids), without a backoff.
-            await _until(lambda: _healthy(health), 60, "the push server to serve again")
+            await until(lambda: _healthy(health), "the push server to serve again", within=60)
             after = (sup.pid("ws"), sup.pid("source"))
             assert None not in after and after[0] != before[0] and after[1] != before[1]
 
@@ -307,8 +297,8 @@ async def test_tansu_over_its_cap_is_restarted_with_its_topics_and_the_wall_says
             assert notice["restarts"] == 1
             at = datetime.fromisoformat(notice["at"])
             assert abs((datetime.now(UTC) - at).total_seconds()) < 120
-            until = datetime.fromisoformat(notice["until"])
-            assert until - at == timedelta(seconds=1800)
+            shown_until = datetime.fromisoformat(notice["until"])
+            assert shown_until - at == timedelta(seconds=1800)
 
             # Logged as JSON lines and counted in the supervisor's metrics.
             events = [orjson.loads(line)["event"] for line in lines]
